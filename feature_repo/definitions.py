@@ -1,0 +1,45 @@
+"""Feast declarations, top to bottom: entity -> source -> view -> service.
+
+The profile view's fields are those of ``features.profiles.UserProfile`` (a test checks they agree).
+Profiles land in the offline store as parquet (for point-in-time queries) and in the Redis online
+store (for the job), both written by ``lifeguard feast load``.
+"""
+from datetime import timedelta
+from pathlib import Path
+
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+from feast.types import Array, Bool, Float64, Int64, String
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+
+user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.STRING,
+              description="A platform account (child, teen or adult).")
+
+user_profile_source = FileSource(
+    name="user_profile_source",
+    path=str(DATA_DIR / "user_profiles.parquet"),
+    timestamp_field="event_timestamp",
+    created_timestamp_column="created",
+)
+
+user_profile = FeatureView(
+    name="user_profile",
+    entities=[user],
+    # Profiles are snapshots that stay valid until replaced.
+    ttl=timedelta(days=3650),
+    schema=[
+        Field(name="age_band", dtype=String, description="under_13, 13_15, 16_17, adult; empty: unknown"),
+        Field(name="age_verified", dtype=Bool),
+        Field(name="account_created_ts", dtype=Int64, description="epoch milliseconds"),
+        Field(name="reputation", dtype=Float64, description="0 (bad) .. 1 (good)"),
+        Field(name="friend_ids", dtype=Array(String)),
+        Field(name="parent_id", dtype=String, description="linked parent account; empty: none"),
+        Field(name="dm_policy", dtype=String, description="parental setting: everyone, friends, nobody"),
+        Field(name="daily_limit_minutes", dtype=Int64, description="parental screen-time limit; 0: none"),
+        Field(name="timezone", dtype=String),
+    ],
+    online=True,
+    source=user_profile_source,
+)
+
+moderation_features = FeatureService(name="moderation", features=[user_profile])

@@ -1,0 +1,1 @@
+"""Per-user features: profile look-ups through Feast, windowed behaviour features. No pyflink here."""

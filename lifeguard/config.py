@@ -1,0 +1,151 @@
+"""Lifeguard's configuration: one typed, frozen object loaded from YAML plus environment overrides.
+
+Load order: the defaults below, then ``flink-conf/lifeguard.yaml`` (or the file named by
+``LIFEGUARD_CONFIG``), then environment variables ``LIFEGUARD_<SECTION>__<KEY>``, for example
+``LIFEGUARD_KAFKA__BOOTSTRAP_SERVERS=kafka-1:9092`` or ``LIFEGUARD_JOB__PARALLELISM=4``. Unknown keys
+are rejected, so a typo fails loudly instead of silently keeping a default.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from lifeguard import PROJECT_ROOT
+
+ENV_PREFIX = "LIFEGUARD_"
+DEFAULT_CONFIG_FILE = PROJECT_ROOT / "flink-conf" / "lifeguard.yaml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Topics(_Section):
+    uploads: str = "uploads"
+    chat: str = "chat"
+    sessions: str = "sessions"
+    hash_bank_updates: str = "hash-bank-updates"
+    policy_updates: str = "policy-updates"
+    moderator_decisions: str = "moderator-decisions"
+    decisions: str = "decisions"
+    review_queue: str = "review-queue"
+    parent_alerts: str = "parent-alerts"
+    dead_letter: str = "dead-letter"
+
+    def inputs(self) -> list[str]:
+        return [self.chat, self.uploads, self.sessions]
+
+    def all(self) -> list[str]:
+        return list(self.model_dump().values())
+
+
+class KafkaConfig(_Section):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    partitions: int = Field(2, ge=1)
+    consumer_group: str = "lifeguard-moderation"
+    # Where a job with no committed offsets starts reading its input topics.
+    start_from: Literal["earliest", "latest"] = "earliest"
+    topics: Topics = Topics()
+
+
+class RedisConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = 6379
+    # Bounds how long one feature look-up may wait on a slow or dead Redis.
+    timeout_ms: int = Field(200, ge=1)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class FeastConfig(_Section):
+    project: str = "lifeguard"
+    repo_path: Path = Path("feature_repo")
+    # Registry and offline parquet files are built by `lifeguard feast apply`, not committed.
+    data_dir: Path = Path("feature_repo/data")
+    # Profiles change rarely: a short cache spares Redis one round trip per record.
+    cache_ttl_s: float = Field(60.0, ge=0)
+    cache_max_users: int = Field(100_000, ge=0)
+    # After a failed look-up, skip Feast for this long so an outage costs one timeout, not one per batch.
+    retry_after_s: float = Field(5.0, ge=0)
+
+
+class JobConfig(_Section):
+    name: str = "lifeguard-moderation"
+    # None keeps Flink's own `parallelism.default` from flink-conf/config.yaml.
+    parallelism: int | None = Field(None, ge=1)
+    python_execution_mode: Literal["thread", "process"] = "thread"
+    batch_size: int = Field(64, ge=1)
+    batch_timeout_ms: int = Field(10, ge=1)
+    # Records are spread over this many batch keys per parallel instance.
+    batch_slots_per_instance: int = Field(2, ge=1)
+    checkpoint_interval_ms: int = Field(10_000, ge=100)
+    web_ui_port: int = 8081
+
+
+class LimitsConfig(_Section):
+    max_record_bytes: int = Field(2_000_000, ge=1)
+    max_text_chars: int = Field(4_000, ge=1)
+    max_image_bytes: int = Field(1_500_000, ge=1)
+    # Checked from the image header before decoding, against decompression bombs.
+    max_image_pixels: int = Field(16_000_000, ge=1)
+
+
+class ModelConfig(_Section):
+    text_model: Path = Path("models/build/text_linear.onnx")
+    # Use the CUDA execution provider when onnxruntime offers it.
+    prefer_gpu: bool = True
+    # Image hash banks loaded at start: JSON lines {"bank", "signal_type", "hash"}; absent: empty banks.
+    image_banks: Path = Path(".lifeguard/image_banks.jsonl")
+
+
+class LifeguardConfig(_Section):
+    kafka: KafkaConfig = KafkaConfig()
+    redis: RedisConfig = RedisConfig()
+    feast: FeastConfig = FeastConfig()
+    job: JobConfig = JobConfig()
+    limits: LimitsConfig = LimitsConfig()
+    models: ModelConfig = ModelConfig()
+    policy: Path = Path("flink-conf/policy.yaml")
+    flink_conf_dir: Path = Path("flink-conf")
+    # Local runtime files: broker pid/log, cached connector jars, a Redis started for a local run.
+    runtime_dir: Path = Path(".lifeguard")
+
+    def path(self, relative: Path) -> Path:
+        """Resolves a configured path against the project root (absolute paths stay as they are)."""
+        return relative if relative.is_absolute() else PROJECT_ROOT / relative
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == "LIFEGUARD_CONFIG":
+            continue
+        keys = name[len(ENV_PREFIX):].lower().split("__")
+        node = overrides
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = yaml.safe_load(raw) if raw else raw
+    return overrides
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(path: Path | str | None = None, environ: Mapping[str, str] | None = None) -> LifeguardConfig:
+    environ = os.environ if environ is None else environ
+    file = Path(path or environ.get("LIFEGUARD_CONFIG") or DEFAULT_CONFIG_FILE)
+    from_file = yaml.safe_load(file.read_text()) or {} if file.exists() else {}
+    return LifeguardConfig.model_validate(_merge(from_file, _env_overrides(environ)))

