@@ -16,12 +16,12 @@ from typing import Iterable, Sequence
 import pandas as pd
 import yaml
 
+from feature_repo.definitions import PROFILES_PARQUET
 from features.profiles import PROFILE_FEATURES, UserProfile, fallback_profile
 from lifeguard.config import LifeguardConfig
 from lifeguard.schemas import AgeBand
 
 PROFILE_VIEW = "user_profile"
-PROFILES_PARQUET = "user_profiles.parquet"
 
 
 def open_store(cfg: LifeguardConfig):
@@ -40,12 +40,11 @@ def open_store(cfg: LifeguardConfig):
     return FeatureStore(repo_path=str(repo_path), config=config)
 
 
-def apply_definitions(store) -> None:
+def apply_definitions(cfg: LifeguardConfig, store) -> None:
     """`feast apply` for the objects declared in feature_repo/definitions.py."""
-    from feature_repo import definitions
+    from feature_repo.definitions import declare
 
-    store.apply([definitions.user, definitions.user_profile_source, definitions.user_profile,
-                 definitions.moderation_features])
+    store.apply(list(declare(cfg.path(cfg.feast.data_dir))))
 
 
 def profiles_frame(profiles: Iterable[UserProfile], as_of: datetime) -> pd.DataFrame:

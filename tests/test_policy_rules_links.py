@@ -1,0 +1,72 @@
+from pathlib import Path
+
+import pytest
+
+from lifeguard import PROJECT_ROOT
+from lifeguard.schemas import Action, AgeBand
+from udfs.links import Blocklist, Link, extract_links
+from udfs.policy import Signal, decide, load_policy, model_signals
+from udfs.rules import RuleMatcher
+
+POLICY = load_policy(PROJECT_ROOT / "flink-conf/policy.yaml")
+
+
+@pytest.mark.parametrize("score, band, voice, action", [
+    (0.95, AgeBand.UNDER_13, False, Action.BLOCK),
+    (0.75, AgeBand.UNDER_13, False, Action.REVIEW),
+    (0.75, AgeBand.ADULT, False, Action.WARN),
+    (0.95, AgeBand.ADULT, False, Action.REVIEW),   # adults: toxicity is never blocked by the model alone
+    (0.80, AgeBand.UNDER_13, True, Action.REVIEW), # voice: +0.10 margin: block needs 0.95
+    (0.10, AgeBand.UNDER_13, False, None),
+])
+def test_model_thresholds_per_band(score, band, voice, action):
+    signals = model_signals(POLICY, {"toxicity": score}, band, voice)
+    assert [s.action for s in signals] == ([action] if action else [])
+
+
+def test_strongest_signal_wins_and_every_reason_is_kept():
+    verdict = decide([Signal("spam", Action.WARN, "a"), Signal("threat", Action.BLOCK, "b")], notes=("note",))
+    assert verdict.action is Action.BLOCK
+    assert verdict.reasons == ("a", "b", "note") and verdict.categories == ("spam", "threat")
+    assert decide([]).action is Action.ALLOW
+
+
+def test_policy_rejects_missing_bands():
+    with pytest.raises(ValueError, match="lacks bands"):
+        load_policy({"version": "x", "thresholds": {"hate": {"adult": {}}}})
+
+
+@pytest.mark.parametrize("text, minor, rule_ids", [
+    ("add me on snap", True, ["off_platform_lure"]),
+    ("add me on snap", False, []),                   # adults among themselves may
+    ("my number is 555-123-4567", True, ["off_platform_lure", "personal_information"]),
+    ("call 555-123-4567", True, ["personal_information"]),
+    ("dont tell your parents ok", True, ["secrecy_and_photos"]),
+    ("i want to die", False, ["self_harm_intent"]),
+    ("this level kills me lol, classic", True, []),
+])
+def test_rules(text, minor, rule_ids):
+    hits = RuleMatcher(POLICY.rules).match(text, minor)
+    assert [h.rule.id for h in hits] == rule_ids
+
+
+@pytest.mark.parametrize("text, targets", [
+    ("go to https://Evil.example.com/x.exe now", ["evil.example.com/x.exe"]),
+    ("evil dot example dot com", ["evil.example.com"]),
+    ("evil[.]example[.]com/payload", ["evil.example.com/payload"]),
+    ("hxxp://10.0.0.1:8080/a.sh", ["10.0.0.1/a.sh"]),
+    ("no links here. just text", []),
+])
+def test_link_extraction(text, targets):
+    assert [l.target for l in extract_links(text)] == targets
+
+
+def test_blocklist_blocks_hosts_subdomains_and_single_urls(tmp_path):
+    csv = tmp_path / "list.csv"
+    csv.write_text("entry,kind,host,target\n"
+                   "bad.example,domain,bad.example,bad.example\n"
+                   "||share.example/evil.pdf^$all,url,share.example,share.example/evil.pdf\n")
+    blocklist = Blocklist.from_files([csv])
+    assert blocklist.blocked(Link("cdn.bad.example", "/x")) == "bad.example"
+    assert blocklist.blocked(Link("share.example", "/evil.pdf")) == "share.example/evil.pdf"
+    assert blocklist.blocked(Link("share.example", "/fine.pdf")) is None
