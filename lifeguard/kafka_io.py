@@ -1,0 +1,69 @@
+"""Kafka clients for Lifeguard's tools (simulator, demo, bench, tail, tests), built on kafka-python.
+
+Readers assign every partition and start from the beginning rather than joining a consumer group:
+they are observers, and this avoids depending on group-join timing or on a broker's ``latest`` offset.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+
+def producer(bootstrap_servers: str, **overrides) -> KafkaProducer:
+    options = dict(bootstrap_servers=bootstrap_servers, acks="all", linger_ms=5, retries=5,
+                   key_serializer=lambda k: k.encode("utf-8") if isinstance(k, str) else k,
+                   value_serializer=lambda v: v if isinstance(v, bytes) else json.dumps(v).encode("utf-8"))
+    options.update(overrides)
+    return KafkaProducer(**options)
+
+
+@dataclass(frozen=True)
+class Received:
+    topic: str
+    key: str | None
+    value: bytes
+    timestamp: int
+
+    def json(self) -> dict:
+        return json.loads(self.value)
+
+
+def read(bootstrap_servers: str, topics: list[str], until: Callable[[list[Received]], bool] = lambda _: False,
+         timeout_s: float = 30.0, from_beginning: bool = True) -> list[Received]:
+    """Reads the topics until ``until(received)`` holds or ``timeout_s`` passes; returns what came."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False,
+                             consumer_timeout_ms=200)
+    try:
+        partitions = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
+        consumer.assign(partitions)
+        if from_beginning:
+            consumer.seek_to_beginning()
+        received: list[Received] = []
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not until(received):
+            for batch in consumer.poll(timeout_ms=200).values():
+                received.extend(Received(r.topic, r.key.decode("utf-8", "replace") if r.key else None,
+                                         r.value, r.timestamp) for r in batch)
+        return received
+    finally:
+        consumer.close()
+
+
+def follow(bootstrap_servers: str, topic: str, from_beginning: bool) -> Iterator[Received]:
+    """Every record of one topic, as it arrives (for `lifeguard tail`)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+    if not partitions:
+        raise SystemExit(f"topic {topic!r} does not exist on {bootstrap_servers}")
+    consumer.assign(partitions)
+    if from_beginning:
+        consumer.seek_to_beginning()
+    try:
+        for r in consumer:
+            yield Received(r.topic, r.key.decode("utf-8", "replace") if r.key else None, r.value, r.timestamp)
+    finally:
+        consumer.close()
