@@ -1,0 +1,224 @@
+"""udfs.images: decoding hostile bytes, pHash against the published vectors, the reference bank scan."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import itertools
+import random
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lifeguard import PROJECT_ROOT
+from lifeguard.simulator import IMAGE_EDITS, blocklist_hashes, blocklist_images, edited_reupload, encode_image, \
+    procedural_image
+from udfs.images import PIXEL_CEILING, ImageHashes, ImageRejected, decode_image, hamming, image_hashes, match_bank
+
+IMAGEHASH_VECTORS = PROJECT_ROOT.parent / "shared" / "data" / "reference-vectors" / "imagehash"
+GENEROUS = {"max_bytes": 10_000_000, "max_pixels": 10_000_000}
+# How far (in pHash bits) each kind of edited re-upload may land from its original. pHash shrugs off
+# scaling, recompression and colour shifts; even a 0.5-2% crop moves it a lot more.
+EDITED_MAX_DISTANCE = {"exact": 0, "resize": 4, "jpeg": 6, "colour_shift": 8, "crop": 12, "crop_resize_jpeg": 12}
+MATCH_DISTANCE = max(EDITED_MAX_DISTANCE.values())
+UNRELATED_MIN_DISTANCE = 16  # comfortably beyond MATCH_DISTANCE
+
+
+def _hashes(data: bytes) -> ImageHashes:
+    return image_hashes(decode_image(data, **GENEROUS), data)
+
+
+def _png(image: Image.Image, **params) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", **params)
+    return buffer.getvalue()
+
+
+# ---- reference vectors -------------------------------------------------------------------------------
+
+def _phash_vectors() -> list[tuple[str, str]]:
+    with open(IMAGEHASH_VECTORS / "expected_hashes.csv", newline="") as f:
+        return [(row["image"], row["expected"]) for row in csv.DictReader(f) if row["function"] == "phash"]
+
+
+def test_the_reference_vectors_include_phash():
+    assert _phash_vectors(), "expected_hashes.csv lists no phash vector: the next test would prove nothing"
+
+
+@pytest.mark.parametrize("image_name, expected", _phash_vectors())
+def test_phash_reproduces_imagehash_published_value(image_name, expected):
+    data = (IMAGEHASH_VECTORS / image_name).read_bytes()
+    hashes = _hashes(data)
+    assert hashes.phash == expected
+    assert hashes.sha256 == hashlib.sha256(data).hexdigest()
+
+
+# ---- re-uploads near, unrelated images far ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def bank() -> list[ImageHashes]:
+    return blocklist_hashes(seed=5)
+
+
+@pytest.mark.parametrize("edit", IMAGE_EDITS)
+def test_edited_reuploads_of_a_banked_image_match_it(bank, edit):
+    assert set(EDITED_MAX_DISTANCE) == set(IMAGE_EDITS)
+    rng = random.Random(edit)
+    bank_phashes = [hashes.phash for hashes in bank]
+    for index, original in enumerate(blocklist_images(seed=5)):
+        data, _ = edited_reupload(original, edit, rng)
+        reupload = _hashes(data)
+        assert hamming(reupload.phash, bank[index].phash) <= EDITED_MAX_DISTANCE[edit], index
+        assert match_bank(reupload.phash, bank_phashes, MATCH_DISTANCE)[0] == bank[index].phash
+        assert (reupload.sha256 == bank[index].sha256) == (edit == "exact")
+
+
+def test_unrelated_generated_images_are_far_apart():
+    rng = np.random.default_rng(2024)
+    phashes = [_hashes(encode_image(procedural_image(rng), "PNG")).phash for _ in range(40)]
+    distances = [hamming(a, b) for a, b in itertools.combinations(phashes, 2)]
+    assert min(distances) >= UNRELATED_MIN_DISTANCE
+    assert 28 <= float(np.median(distances)) <= 36  # about half of 64 bits: no shared structure
+
+
+def test_unrelated_images_do_not_match_the_bank(bank):
+    rng = np.random.default_rng(77)
+    bank_phashes = [hashes.phash for hashes in bank]
+    for _ in range(20):
+        phash = _hashes(encode_image(procedural_image(rng), "JPEG")).phash
+        assert match_bank(phash, bank_phashes, MATCH_DISTANCE) is None
+
+
+# ---- rejections -----------------------------------------------------------------------------------------
+
+def _with_declared_size(png: bytes, width: int, height: int) -> bytes:
+    """The same PNG with its IHDR claiming another size (CRC fixed): a decompression bomb's header."""
+    ihdr_start = 8 + 4  # signature, then the chunk's length
+    body = b"IHDR" + struct.pack(">II", width, height) + png[ihdr_start + 12: ihdr_start + 17]
+    return png[:ihdr_start] + body + struct.pack(">I", zlib.crc32(body)) + png[ihdr_start + 21:]
+
+
+def _tiff() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(buffer, "TIFF")
+    return buffer.getvalue()
+
+
+SMALL_PNG = _png(Image.new("RGB", (32, 32), "blue"))
+SMALL_JPEG = encode_image(Image.new("RGB", (64, 64), "green"), "JPEG")
+
+
+@pytest.mark.parametrize("data, max_bytes, max_pixels, reason", [
+    (b"", 1000, 1000, "empty"),
+    (SMALL_PNG, len(SMALL_PNG) - 1, 10_000, "too_many_bytes"),
+    (_tiff(), 100_000, 10_000, "format_not_allowed"),
+    (b"GIF87a but not really" * 3, 100_000, 10_000, "undecodable"),
+    (b"%PDF-1.4 not an image at all", 100_000, 10_000, "format_not_allowed"),
+    (bytes(range(256)) * 4, 100_000, 10_000, "format_not_allowed"),
+    (SMALL_PNG, 100_000, 32 * 32 - 1, "too_many_pixels"),
+    # A header claiming 20,000 x 20,000 over a 32 x 32 body: rejected on the header, never decoded
+    # (decoding it would fail as "undecodable"), and beyond PIL's own bomb limit as well.
+    (_with_declared_size(SMALL_PNG, 20_000, 20_000), 100_000, 1_000_000, "too_many_pixels"),
+    (_with_declared_size(SMALL_PNG, 3_000, 3_000), 100_000, 1_000_000, "too_many_pixels"),
+    (SMALL_PNG[: len(SMALL_PNG) // 2], 100_000, 10_000, "undecodable"),
+    (SMALL_JPEG[: len(SMALL_JPEG) - 200], 100_000, 10_000, "undecodable"),
+    (_with_declared_size(SMALL_PNG, 64, 64), 100_000, 10_000, "undecodable"),
+])
+def test_rejections_say_why(data, max_bytes, max_pixels, reason):
+    with pytest.raises(ImageRejected) as rejected:
+        decode_image(data, max_bytes, max_pixels)
+    assert rejected.value.reason == reason
+
+
+def test_callers_cannot_lift_the_pixel_limit_above_the_ceiling():
+    with pytest.raises(ValueError):
+        decode_image(SMALL_PNG, 100_000, PIXEL_CEILING + 1)
+
+
+def test_pil_bomb_limit_is_set():
+    assert Image.MAX_IMAGE_PIXELS == PIXEL_CEILING
+
+
+# ---- normalisation ---------------------------------------------------------------------------------------
+
+def test_exif_orientation_is_applied():
+    image = Image.new("RGB", (40, 20), "white")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", exif=exif.tobytes())
+    assert decode_image(buffer.getvalue(), **GENEROUS).size == (20, 40)
+
+
+def test_the_first_frame_of_an_animation_is_taken():
+    frames = [Image.new("RGB", (16, 16), colour) for colour in ("red", "blue", "blue")]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    decoded = decode_image(buffer.getvalue(), **GENEROUS)
+    assert decoded.mode == "RGB"
+    red, green, blue = decoded.getpixel((8, 8))
+    assert red > 200 and blue < 50
+
+
+def test_alpha_is_flattened_onto_white():
+    image = Image.new("RGBA", (8, 8), (0, 0, 0, 0))
+    image.putpixel((0, 0), (255, 0, 0, 255))
+    decoded = decode_image(_png(image), **GENEROUS)
+    assert decoded.mode == "RGB"
+    assert decoded.getpixel((4, 4)) == (255, 255, 255)
+    assert decoded.getpixel((0, 0)) == (255, 0, 0)
+
+
+def test_palette_transparency_is_flattened_onto_white():
+    image = Image.new("P", (8, 8), 0)
+    image.putpalette([0, 0, 0, 0, 255, 0] + [0] * 762)
+    image.putpixel((0, 0), 1)
+    decoded = decode_image(_png(image, transparency=0), **GENEROUS)
+    assert decoded.getpixel((4, 4)) == (255, 255, 255)
+    assert decoded.getpixel((0, 0)) == (0, 255, 0)
+
+
+@pytest.mark.parametrize("mode", ["L", "1", "CMYK", "LA", "I;16"])
+def test_every_mode_comes_out_rgb(mode):
+    image = Image.new(mode, (8, 8))
+    fmt = "JPEG" if mode == "CMYK" else "PNG"
+    buffer = io.BytesIO()
+    image.save(buffer, fmt)
+    assert decode_image(buffer.getvalue(), **GENEROUS).mode == "RGB"
+
+
+# ---- hamming and the reference bank scan -----------------------------------------------------------------
+
+@pytest.mark.parametrize("a, b, distance", [
+    ("0000000000000000", "0000000000000000", 0),
+    ("0000000000000000", "ffffffffffffffff", 64),
+    ("ba8c84536bd3c366", "ba8c84536bd3c367", 1),
+    ("f0f0f0f0f0f0f0f0", "0f0f0f0f0f0f0f0f", 64),
+    ("8000000000000001", "0000000000000000", 2),
+])
+def test_hamming(a, b, distance):
+    assert hamming(a, b) == distance
+    assert hamming(b, a) == distance
+
+
+def test_hamming_refuses_hashes_of_different_lengths():
+    with pytest.raises(ValueError):
+        hamming("ff", "ffff")
+
+
+def test_match_bank_finds_the_closest_within_the_limit():
+    bank = {"0000000000000000": "far", "00000000000000ff": "near", "000000000000ffff": "farther"}
+    assert match_bank("000000000000007f", bank, 4) == ("00000000000000ff", 1)
+    assert match_bank("000000000000007f", list(bank), 4) == ("00000000000000ff", 1)
+    assert match_bank("000000000000007f", bank, 0) is None
+    assert match_bank("000000000000007f", [], 64) is None
+
+
+def test_match_bank_breaks_ties_by_the_smallest_hash():
+    # Both bank hashes are 1 bit from the query: the smaller one wins, whatever the order given.
+    bank = ["0000000000000003", "0000000000000000"]
+    assert match_bank("0000000000000001", bank, 8) == ("0000000000000000", 1)
+    assert match_bank("0000000000000001", list(reversed(bank)), 8) == ("0000000000000000", 1)

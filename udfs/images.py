@@ -1,0 +1,134 @@
+"""The image path's pure functions: decode untrusted bytes safely, hash them, match against a bank.
+
+Uploads are attacker-controlled bytes, so ``decode_image`` checks everything it can from the header
+before decoding a single pixel (size in bytes, format, pixel count) and turns every decoder failure
+into an ``ImageRejected`` with a short reason the job can record. The perceptual hash is imagehash's
+pHash (64 bits, 16 hex characters); ``match_bank`` is the naive linear scan that any faster index
+must agree with.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+import imagehash
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+ALLOWED_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "GIF", "WEBP", "BMP")
+
+# PIL's own decompression-bomb guard, a backstop behind the explicit ``max_pixels`` check: it warns
+# above this many pixels and refuses twice as many. 40 megapixels is a large phone photo; no upload
+# to a children's game needs more, and callers may not ask ``decode_image`` for more than this.
+PIXEL_CEILING = 40_000_000
+Image.MAX_IMAGE_PIXELS = PIXEL_CEILING
+
+# Flattening transparent images onto white matches how a client shows them on a light background.
+_FLATTEN_BACKGROUND = (255, 255, 255, 255)
+
+
+REASON_EMPTY = "empty"
+REASON_TOO_MANY_BYTES = "too_many_bytes"
+REASON_FORMAT_NOT_ALLOWED = "format_not_allowed"  # an unknown format, or a known one not in ALLOWED_FORMATS
+REASON_TOO_MANY_PIXELS = "too_many_pixels"
+REASON_UNDECODABLE = "undecodable"  # an allowed format, but truncated or corrupt
+
+
+class ImageRejected(Exception):
+    """An upload that is not decoded. ``reason`` is one of the ``REASON_*`` codes; ``detail`` is for people."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class ImageHashes:
+    sha256: str  # of the bytes as uploaded: exact re-uploads
+    phash: str  # 16 hex characters: edited re-uploads (resize, recompression, small crops)
+
+
+def decode_image(data: bytes, max_bytes: int, max_pixels: int) -> Image.Image:
+    """Decodes an upload to an RGB image: the first frame, EXIF orientation applied, alpha on white."""
+    if max_pixels > PIXEL_CEILING:
+        raise ValueError(f"max_pixels {max_pixels} is above PIXEL_CEILING {PIXEL_CEILING}")
+    if not data:
+        raise ImageRejected(REASON_EMPTY)
+    if len(data) > max_bytes:
+        raise ImageRejected(REASON_TOO_MANY_BYTES, f"{len(data)} bytes > {max_bytes}")
+    image = _open_header(data)
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageRejected(REASON_TOO_MANY_PIXELS, f"{width}x{height} > {max_pixels} pixels")
+    try:
+        image.seek(0)  # the first frame of an animation; a no-op for still images
+        image.load()
+        upright = ImageOps.exif_transpose(image)
+        return _flatten_to_rgb(upright)
+    # The decoders raise many exception types on hostile or truncated input (OSError, SyntaxError,
+    # ValueError, struct.error, ...): each is a rejected upload, never a crashed job.
+    except Exception as error:  # noqa: BLE001
+        raise ImageRejected(REASON_UNDECODABLE, f"{type(error).__name__}: {error}") from error
+
+
+def _open_header(data: bytes) -> Image.Image:
+    """Reads only the header, and only with the allowed formats' parsers (less attack surface)."""
+    try:
+        return Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+    except UnidentifiedImageError as error:
+        # PIL says the same for an unknown format and a broken header of a known one; the magic number tells.
+        if _has_allowed_signature(data):
+            raise ImageRejected(REASON_UNDECODABLE, "broken header") from error
+        raise ImageRejected(REASON_FORMAT_NOT_ALLOWED, f"not one of {', '.join(ALLOWED_FORMATS)}") from error
+    except Image.DecompressionBombError as error:
+        raise ImageRejected(REASON_TOO_MANY_PIXELS, str(error)) from error
+    except Exception as error:  # noqa: BLE001 -- a header parser choking on hostile bytes
+        raise ImageRejected(REASON_UNDECODABLE, f"{type(error).__name__}: {error}") from error
+
+
+def _has_allowed_signature(data: bytes) -> bool:
+    return (data.startswith((b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM"))
+            or (data[:4] == b"RIFF" and data[8:12] == b"WEBP"))
+
+
+def _flatten_to_rgb(image: Image.Image) -> Image.Image:
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+    if not has_alpha:
+        return image.convert("RGB")
+    rgba = image.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, _FLATTEN_BACKGROUND)
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+def image_hashes(image: Image.Image, data: bytes) -> ImageHashes:
+    """``image`` is ``decode_image(data, ...)``; ``data`` the bytes as uploaded."""
+    return ImageHashes(sha256=hashlib.sha256(data).hexdigest(), phash=str(imagehash.phash(image)))
+
+
+def hamming(a_hex: str, b_hex: str) -> int:
+    """The number of differing bits between two hashes of the same length, given as hex."""
+    if len(a_hex) != len(b_hex):
+        raise ValueError(f"hashes of different lengths: {len(a_hex)} and {len(b_hex)} hex characters")
+    return (int(a_hex, 16) ^ int(b_hex, 16)).bit_count()
+
+
+def match_bank(
+    phash_hex: str, bank: Mapping[str, str] | Iterable[str], max_distance: int
+) -> tuple[str, int] | None:
+    """The closest bank hash within ``max_distance`` bits, and its distance; None if there is none.
+
+    The reference implementation: a linear scan. ``bank`` is either an iterable of hashes or a mapping
+    from hash to whatever the caller files under it (a label, a bank name); a mapping is scanned by key.
+    Ties go to the smallest hash so that any faster index can agree exactly.
+    """
+    best: tuple[int, str] | None = None
+    for bank_hash in bank:
+        candidate = (hamming(phash_hex, bank_hash), bank_hash)
+        if best is None or candidate < best:
+            best = candidate
+    if best is None or best[0] > max_distance:
+        return None
+    distance, bank_hash = best
+    return bank_hash, distance
