@@ -1,0 +1,143 @@
+"""Case tables for udfs.normalize: one table per kind of evasion, each through the whole `normalize`.
+
+Some inputs come from peers' published cases (shared/data/reference-vectors/text-evasion/:
+jo3-l/obscenity README and transformer tests, snguyenthanh/better_profanity tests.py).
+"""
+import pytest
+
+from udfs.normalize import normalize
+
+COMPATIBILITY_FORMS = [
+    ("ＦＵＣＫ", "fuck"),  # fullwidth
+    ("𝐟𝐮𝐜𝐤", "fuck"),  # mathematical bold
+    ("𝔟ⁱ𝙘ｈ", "bich"),  # fraktur, superscript, monospace, fullwidth
+    ("ⓕⓤⓒⓚ", "fuck"),  # circled letters
+    ("ﬁsh", "fish"),  # ligature
+]
+
+CASE = [
+    ("FUCK You", "fuck you"),
+    ("STRAẞE", "strasse"),
+    ("İstanbul", "istanbul"),  # the dot above that casefold leaves is a combining mark
+]
+
+ACCENTS_AND_ZALGO = [
+    ("fück", "fuck"),
+    ("Con chó sủa gâu gâu!", "con cho sua gau gau!"),
+    ("k̸̢̛i̴̡͝l̶̰̈l̵̞͌", "kill"),
+]
+
+INVISIBLES = [
+    ("f\u200bu\u200bc\u200bk", "fuck"),  # zero-width space
+    ("ki\u00adll", "kill"),  # soft hyphen
+    ("s\u200de\u2060x", "sex"),  # zero-width joiner, word joiner
+    ("\ufeffhello", "hello"),  # byte-order mark
+    ("hate\u202e", "hate"),  # right-to-left override
+    ("bad\x00word", "bad word"),  # a control character separates
+]
+
+CONFUSABLES = [
+    ("раураl", "paypal"),  # Cyrillic р, а, у inside a Latin word
+    ("ѕех", "sex"),  # all three letters Cyrillic look-alikes
+    ("κill", "kill"),  # Greek kappa
+    ("ỹоứ", "you"),  # Cyrillic о between accented Latin letters (obscenity README)
+    ("привет друг", "привет друг"),  # an ordinary Russian phrase stays Russian
+]
+
+SPACED_LETTERS = [
+    ("f u c k you", "fuck you"),
+    ("k.i.l.l yourself", "kill yourself"),
+    ("s-e-x", "sex"),
+    ("f  *  u  *  c  *  k", "fuck"),
+    ("k 1 l l", "kill"),  # joined first, then read as leetspeak
+    ("i am a boy", "i am a boy"),  # lone single letters are words
+    ("a b", "a b"),  # two singles are not a run
+    ("call 0 8 0 0 now", "call 0 8 0 0 now"),  # spaced digits are a number, not a word
+    ("u r a loser", "ura loser"),  # the accepted cost: chat shorthand of 3 singles joins too
+]
+
+LEETSPEAK = [
+    ("sh1t", "shit"),
+    ("wh0re", "whore"),
+    ("a$$", "ass"),
+    ("i like a$$es", "i like asses"),  # obscenity README
+    ("h@te", "hate"),
+    ("sh!t", "shit"),
+    ("pen1s", "penis"),
+    ("That wh0re gave m3 a very good H@nD j0b.", "that whore gave me a very good hand job."),  # better_profanity
+    ("he is a m0th3rf*cker", "he is a motherf*cker"),  # better_profanity; "*" masks are not guessed
+    ("hi!! how are you?", "hi!! how are you?"),  # "!" ending a word is punctuation
+    ("$100 prize", "$100 prize"),  # no letter in the word: a number
+    ("2 girls", "2 girls"),  # "2" usually means "to"
+]
+
+ELONGATION = [
+    ("fuuuuuuuck", "fuuck"),
+    ("soooo gooood", "soo good"),
+    ("kill", "kill"),  # real double letters stay
+    ("noooo!!!!!!", "noo!!"),
+]
+
+WHITESPACE = [
+    ("  hello \n\t world  ", "hello world"),
+    ("", ""),
+    ("   ", ""),
+]
+
+ALL_CASES = (COMPATIBILITY_FORMS + CASE + ACCENTS_AND_ZALGO + INVISIBLES + CONFUSABLES + SPACED_LETTERS
+             + LEETSPEAK + ELONGATION + WHITESPACE)
+
+
+@pytest.mark.parametrize("text, expected", COMPATIBILITY_FORMS)
+def test_folds_compatibility_forms(text, expected):
+    assert normalize(text) == expected
+
+
+@pytest.mark.parametrize("text, expected", CASE)
+def test_folds_case(text, expected):
+    assert normalize(text) == expected
+
+
+@pytest.mark.parametrize("text, expected", ACCENTS_AND_ZALGO)
+def test_strips_accents_and_zalgo(text, expected):
+    assert normalize(text) == expected
+
+
+@pytest.mark.parametrize("text, expected", INVISIBLES)
+def test_strips_invisible_characters(text, expected):
+    assert normalize(text) == expected
+
+
+@pytest.mark.parametrize("text, expected", CONFUSABLES)
+def test_folds_confusables_in_disguised_latin_words(text, expected):
+    assert normalize(text) == expected
+
+
+@pytest.mark.parametrize("text, expected", SPACED_LETTERS)
+def test_joins_runs_of_spaced_letters(text, expected):
+    assert normalize(text) == expected
+
+
+@pytest.mark.parametrize("text, expected", LEETSPEAK)
+def test_reads_leetspeak_inside_words(text, expected):
+    assert normalize(text) == expected
+
+
+@pytest.mark.parametrize("text, expected", ELONGATION)
+def test_collapses_elongation_to_two(text, expected):
+    assert normalize(text) == expected
+
+
+@pytest.mark.parametrize("text, expected", WHITESPACE)
+def test_collapses_whitespace(text, expected):
+    assert normalize(text) == expected
+
+
+def test_combined_evasions_from_obscenity_readme():
+    assert normalize("ʃ𝐟ʃὗƈｋ ỹоứ 𝔟ⁱẗ𝙘ɦ").endswith("uck you bitch")
+
+
+@pytest.mark.parametrize("text", [text for text, _ in ALL_CASES])
+def test_is_idempotent(text):
+    once = normalize(text)
+    assert normalize(once) == once
