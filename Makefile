@@ -21,7 +21,7 @@ $(VENV)/.installed: setup.py
 
 install: $(VENV)/.installed
 
-$(MODEL): $(VENV)/.installed models/train_text.py models/datasets.py udfs/text_features.py udfs/normalize.py
+$(MODEL): $(VENV)/.installed models/train_text.py models/datasets.py models/chat_base_rates.yaml udfs/text_features.py udfs/normalize.py
 	$(PY) -m models.train_text --data $(DATA) --out $(MODEL)
 
 $(BLOCKLIST): $(DATA)/urlhaus-malicious-urls/urlhaus_entries.csv

@@ -4,7 +4,10 @@
 
 One logistic regression per category over hashed character n-grams (`udfs.text_features`), fitted on
 the ``train`` split of the data sets marked for training (`models.datasets`), then Platt-calibrated
-on the ``val`` split. The calibration is folded into the weights, so the graph is simply
+on the ``val`` split. The val split's class mix is nothing like chat (toxicity val is 68% positive),
+so each head's prior is then moved from the val positive rate to an assumed chat base rate
+(``models/chat_base_rates.yaml``) by a label-shift correction: the bias gains
+``logit(chat rate) - logit(val rate)``. Both steps are folded into the weights, so the graph is simply
 
     ids int64[N, L], weights float32[N, L]
       -> Gather(W float32[n_features, C], ids)       # [N, L, C]
@@ -13,8 +16,12 @@ on the ``val`` split. The calibration is folded into the weights, so the graph i
 
 Categories are the ones the training data labels (``pii`` has none: rules handle it). Metrics in the
 manifest (``text_linear.manifest.json`` beside the model) are computed on the ``test`` split only,
-by the exported graph itself through `udfs.text_model.TextModel`. Training is deterministic: the
-hashing is seedless, liblinear's shuffling is seeded, and the manifest has no timestamps.
+by the exported graph itself through `udfs.text_model.TextModel`. Brier score and ECE are computed
+with the test rows re-weighted per class to the chat base rate, since the exported probabilities
+are meant for that rate; ranking metrics do not depend on the prior. The manifest also gives the
+share of test negatives and positives at or above each under_13 threshold of the shipped policy.
+Training is deterministic: the hashing is seedless, liblinear's shuffling is seeded, and the
+manifest has no timestamps.
 """
 from __future__ import annotations
 
@@ -30,19 +37,29 @@ from typing import Sequence
 
 import numpy as np
 import onnx
+import yaml
 from onnx import TensorProto, helper, numpy_helper
 from scipy.optimize import minimize
-from scipy.special import expit
+from scipy.special import expit, logit
 from scipy.stats import rankdata
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score, roc_curve
 
+from lifeguard import PROJECT_ROOT
+from lifeguard.schemas import AgeBand
 from models.datasets import DATA_SETS, DEFAULT_DATA_DIR, DataSet, LabelledText, load, nontoxic_identity_templates
 from models.splits import split_of
+from udfs.policy import Policy, load_policy
 from udfs.text_features import FeaturizerParams, vectorize
 from udfs.text_model import CATEGORIES, TextModel
 
-VERSION = "text-linear-1"
+VERSION = "text-linear-2"
+
+DEFAULT_BASE_RATES = PROJECT_ROOT / "models" / "chat_base_rates.yaml"
+DEFAULT_POLICY = PROJECT_ROOT / "flink-conf" / "policy.yaml"
+# The band whose thresholds the manifest reports crossings for: the strictest, and the one an
+# unknown age or a room message is judged by.
+REPORTED_BAND = AgeBand.UNDER_13
 
 # Chosen on the val split (sweep in models/README.md): word-bounded 3-5-grams beat 2-5 and 1-4 on the
 # small categories, and 2**16 columns scored the same as 2**17 and 2**18 at a quarter of the size.
@@ -74,33 +91,59 @@ def main(argv: Sequence[str] | None = None) -> None:
     # Only what the data labels: pii has no training data, so the model does not score it.
     categories = tuple(c for c in CATEGORIES if any(c in example.record.labels for example in training))
 
+    base_rates = load_chat_base_rates(args.base_rates, categories)
+    policy = load_policy(args.policy)  # read before the minute of training: a bad file fails fast
+
     features = vectorize([example.record.text for example in training], FEATURIZER)
-    heads = {category: fit_calibrated(features, training, category) for category in categories}
+    heads = {category: fit_calibrated(features, training, category, base_rates[category].rate)
+             for category in categories}
 
     metadata = {
         "version": VERSION,
         "categories": json.dumps(list(categories)),
         "featurizer": FEATURIZER.to_json(),
         "training_data_sha256": json.dumps(_hashes(args.data_dir, _used(examples, "train")), sort_keys=True),
+        "prior_shift": json.dumps({category: head.prior() for category, head in heads.items()}),
+        "chat_base_rates_sha256": hashlib.sha256(args.base_rates.read_bytes()).hexdigest(),
     }
     weights = np.stack([head.weights for head in heads.values()], axis=1)
-    bias = np.array([head.bias for head in heads.values()])
+    bias = np.array([head.exported_bias for head in heads.values()])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(build_graph(weights, bias, metadata), args.out)
 
     command = ["python", "-m", "models.train_text", *(sys.argv[1:] if argv is None else argv)]
-    manifest = build_manifest(args, shlex.join(command), examples, heads)
+    manifest = build_manifest(args, shlex.join(command), examples, heads, base_rates, policy)
     manifest_path = args.out.with_name(args.out.stem + ".manifest.json")
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     print(f"wrote {args.out} ({args.out.stat().st_size:,} bytes) and {manifest_path.name} "
           f"in {time.perf_counter() - started:.0f} s", file=sys.stderr)
 
 
+CALIBRATION_NOTE = (
+    "Platt scaling on the val split, folded into the weights, then a label-shift (prior) correction: "
+    "each head's bias gains logit(chat_base_rate) - logit(val_positive_rate). The probabilities are "
+    "meant as 'probability in chat' at the ASSUMED chat base rates of models/chat_base_rates.yaml, and "
+    "only if text given its label looks the same in chat as in the training data, which it does not "
+    "(see models/README.md).")
+REWEIGHTING_NOTE = (
+    "brier_chat_reweighted and ece_chat_reweighted are NOT plain test-split figures: they are computed "
+    "on the test rows re-weighted per class to the category's chat base rate (each positive weighs "
+    "chat_base_rate / p, each negative (1 - chat_base_rate) / (1 - p), where p is the positive rate of "
+    "the rows measured). They check calibration at the assumed base rate on the training data sets' "
+    "text, not calibration on real chat. roc_auc, pr_auc and recall_at_1pct_fpr do not depend on the "
+    "prior and are unweighted, as are recall_at_0.5 and false_positive_rate_at_0.5.")
+CROSSING_NOTE = (
+    "Share of the category's test negatives and test positives (unweighted, all training data sets "
+    "pooled) scoring at or above each threshold the policy sets for the band (text, no voice margin).")
+
+
 def build_manifest(args: argparse.Namespace, command: str, examples: Sequence[Example],
-                   heads: dict[str, "Head"]) -> dict:
+                   heads: dict[str, "Head"], base_rates: dict[str, "BaseRate"], policy: Policy) -> dict:
     """What went into the model and how it scores on the test split, measured through the exported
     graph itself (the same code path as the job)."""
     text_model = TextModel.load(args.out, prefer_gpu=False)
+    rates = {category: rate.rate for category, rate in base_rates.items()}
+    test, evaluation_only = (_scored_test_rows(text_model, examples, usage) for usage in ("train", "eval_only"))
     return {
         "model": args.out.name,
         "version": VERSION,
@@ -110,23 +153,77 @@ def build_manifest(args: argparse.Namespace, command: str, examples: Sequence[Ex
         "classifier": {
             "kind": "logistic regression per category (liblinear, L2)",
             "C": REGULARISATION_C, "class_weight": "balanced", "seed": SEED,
-            "calibration": "Platt scaling on the val split, folded into the weights. Probabilities are "
-                           "calibrated to the val split's mix of data sets (val_positive_rate), not to chat.",
+            "calibration": CALIBRATION_NOTE,
             "heads": {category: head.describe() for category, head in heads.items()},
+        },
+        "chat_base_rates": {
+            "file": _relative(args.base_rates),
+            "sha256": hashlib.sha256(args.base_rates.read_bytes()).hexdigest(),
+            "note": "assumptions, not measurements: no labelled chat from the platform exists",
+            "rates": {category: {"rate": rate.rate, "basis": rate.basis} for category, rate in base_rates.items()},
         },
         "data": [_describe(args.data_dir, data_set, examples) for data_set in _used(examples, None)],
         "labelled_rows": _label_counts(examples, list(heads)),
-        "test_metrics": _test_metrics(text_model, examples, "train"),
-        "evaluation_only_test_metrics": _test_metrics(text_model, examples, "eval_only"),
+        "metric_notes": REWEIGHTING_NOTE,
+        "test_metrics": _test_metrics(text_model, *test, rates),
+        "evaluation_only_test_metrics": _test_metrics(text_model, *evaluation_only, rates),
+        "policy_threshold_crossings": _threshold_crossings(text_model, *test, policy, REPORTED_BAND,
+                                                           _relative(args.policy)),
         "identity_term_probe": _identity_term_probe(text_model, args.data_dir),
     }
+
+
+def _relative(path: Path) -> str:
+    """`path` relative to the project root where it lies inside it (the manifest names no home folders)."""
+    path = path.resolve()
+    return str(path.relative_to(PROJECT_ROOT)) if path.is_relative_to(PROJECT_ROOT) else str(path)
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m models.train_text", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="the shared/data folder")
+    parser.add_argument("--base-rates", type=Path, default=DEFAULT_BASE_RATES,
+                        help="the assumed chat base rate per category (default: %(default)s)")
+    parser.add_argument("--policy", type=Path, default=DEFAULT_POLICY,
+                        help="the policy whose thresholds the manifest reports on (default: %(default)s)")
     return parser.parse_args(argv)
+
+
+@dataclass(frozen=True)
+class BaseRate:
+    rate: float  # assumed share of chat messages that are positive for the category
+    basis: str  # where the figure comes from, one line
+
+
+def load_chat_base_rates(path: Path, categories: Sequence[str]) -> dict[str, BaseRate]:
+    """The reviewed chat base rates, in `categories` order: exactly one entry per category, each with
+    exactly a ``rate`` in (0, 1) and a one-line ``basis``. Anything else is an error, not a default."""
+    raw = yaml.safe_load(Path(path).read_text())
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping of category -> {{rate, basis}}")
+    if missing := [c for c in categories if c not in raw]:
+        raise ValueError(f"{path}: no base rate for {missing}")
+    if unknown := sorted(set(raw) - set(categories)):
+        raise ValueError(f"{path}: base rates for categories the model does not score: {unknown}")
+    rates = {}
+    for category in categories:
+        entry = raw[category]
+        if not isinstance(entry, dict) or set(entry) != {"rate", "basis"}:
+            raise ValueError(f"{path}: {category} needs exactly the keys rate and basis, got {entry!r}")
+        rate, basis = entry["rate"], entry["basis"]
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < 1:
+            raise ValueError(f"{path}: {category}.rate must be a number strictly between 0 and 1, got {rate!r}")
+        if not isinstance(basis, str) or not basis.strip() or "\n" in basis.strip():
+            raise ValueError(f"{path}: {category}.basis must be one non-empty line")
+        rates[category] = BaseRate(float(rate), basis.strip())
+    return rates
+
+
+def prior_shift(from_rate: float, to_rate: float) -> float:
+    """The logit shift that moves a calibrated probability from class prior `from_rate` to `to_rate`
+    (label shift: P(text | label) unchanged, only P(label) moves)."""
+    return float(logit(to_rate) - logit(from_rate))
 
 
 def load_examples(data_dir: Path) -> list[Example]:
@@ -145,17 +242,37 @@ class Head:
     """One category's column of the model, with Platt scaling already folded in."""
 
     weights: np.ndarray  # float32[n_features]
-    bias: float
+    bias: float  # after Platt scaling: calibrated to the val split's prior
     platt_slope: float
     platt_intercept: float
-    val_positive_rate: float  # the prior the probabilities are calibrated to
+    val_positives: int
+    val_rows: int
+    chat_base_rate: float  # the prior the exported probabilities are moved to
+
+    @property
+    def val_positive_rate(self) -> float:
+        return self.val_positives / self.val_rows
+
+    @property
+    def prior_shift(self) -> float:
+        return prior_shift(self.val_positive_rate, self.chat_base_rate)
+
+    @property
+    def exported_bias(self) -> float:
+        return self.bias + self.prior_shift
+
+    def prior(self) -> dict:
+        """The label-shift correction, as stored in the model's metadata (unrounded)."""
+        return {"val_positive_rate": self.val_positive_rate, "chat_base_rate": self.chat_base_rate,
+                "logit_shift": self.prior_shift}
 
     def describe(self) -> dict:
         return {"platt_slope": round(self.platt_slope, 6), "platt_intercept": round(self.platt_intercept, 6),
-                "val_positive_rate": round(self.val_positive_rate, 4)}
+                "val_positives": self.val_positives, "val_rows": self.val_rows, **self.prior(),
+                "val_calibrated_bias": self.bias, "exported_bias": self.exported_bias}
 
 
-def fit_calibrated(features, examples: Sequence[Example], category: str) -> Head:
+def fit_calibrated(features, examples: Sequence[Example], category: str, chat_base_rate: float) -> Head:
     train_rows, train_labels = _rows(examples, category, "train")
     # Balanced weights keep rare positives (threat: 1 in 60) from being ignored; Platt scaling on the
     # val split then restores probabilities at that split's real mix.
@@ -170,7 +287,9 @@ def fit_calibrated(features, examples: Sequence[Example], category: str) -> Head
         bias=float(slope * classifier.intercept_[0] + intercept),
         platt_slope=slope,
         platt_intercept=intercept,
-        val_positive_rate=float(val_labels.mean()),
+        val_positives=int(val_labels.sum()),
+        val_rows=len(val_labels),
+        chat_base_rate=chat_base_rate,
     )
 
 
@@ -260,10 +379,15 @@ def _label_counts(examples: Sequence[Example], categories: Sequence[str]) -> dic
     return counts
 
 
-def _test_metrics(model: TextModel, examples: Sequence[Example], usage: str) -> dict:
-    """Per category: metrics over all test rows of the data sets of `usage`, and per data set."""
+def _scored_test_rows(model: TextModel, examples: Sequence[Example], usage: str) -> tuple[list[Example], np.ndarray]:
+    """The test rows of the data sets of `usage`, and their scores float[rows, categories]."""
     test = [example for example in examples if example.split == "test" and example.data_set.usage == usage]
-    scores = _score(model, [example.record.text for example in test])
+    return test, _score(model, [example.record.text for example in test])
+
+
+def _test_metrics(model: TextModel, test: Sequence[Example], scores: np.ndarray, base_rates: dict[str, float]) -> dict:
+    """Per category: metrics over all scored test rows, and per data set, with calibration measured
+    at the category's chat base rate."""
     report = {}
     for category in model.categories:
         rows, labels = _rows(test, category, "test")
@@ -272,13 +396,42 @@ def _test_metrics(model: TextModel, examples: Sequence[Example], usage: str) -> 
         sources = np.array([test[i].data_set.name for i in rows])
         predicted = scores[rows, model.categories.index(category)]
         names = sorted(set(sources))
+        rate = base_rates[category]
         report[category] = {
             "data": names,
-            **classification_metrics(labels, predicted),
-            "by_data_set": {name: classification_metrics(labels[sources == name], predicted[sources == name])
+            **classification_metrics(labels, predicted, rate),
+            "by_data_set": {name: classification_metrics(labels[sources == name], predicted[sources == name], rate)
                             for name in names},
         }
     return report
+
+
+def _threshold_crossings(model: TextModel, test: Sequence[Example], scores: np.ndarray, policy: Policy,
+                         band: AgeBand, policy_file: str) -> dict:
+    """Per category the policy sets thresholds for: at each of the band's thresholds, the share of
+    the scored test rows' negatives and positives that score at or above it."""
+    report: dict = {"policy": policy_file, "policy_version": policy.version, "band": band.value,
+                    "note": CROSSING_NOTE, "categories": {}}
+    for category in model.categories:
+        limits = policy.thresholds.get(category, {}).get(band)
+        rows, labels = _rows(test, category, "test")
+        if limits is None or not len(rows):
+            continue
+        predicted = scores[rows, model.categories.index(category)]
+        report["categories"][category] = {
+            "positives": int(labels.sum()), "negatives": int(len(labels) - labels.sum()),
+            **{action: {"threshold": limit, **threshold_crossing(labels, predicted, limit)}
+               for action in ("warn", "review", "block")
+               if (limit := getattr(limits, action)) is not None},
+        }
+    return report
+
+
+def threshold_crossing(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict:
+    """Share of negatives and of positives scoring at or above `threshold` (the policy's ">=")."""
+    crossed = scores >= threshold
+    return {"negatives": round(float(crossed[labels == 0].mean()), 4) if (labels == 0).any() else None,
+            "positives": round(float(crossed[labels == 1].mean()), 4) if (labels == 1).any() else None}
 
 
 def _identity_term_probe(model: TextModel, data_dir: Path) -> dict:
@@ -310,10 +463,12 @@ def _score(model: TextModel, texts: Sequence[str]) -> np.ndarray:
     return np.array(rows).reshape(len(texts), len(model.categories))
 
 
-def classification_metrics(labels: np.ndarray, scores: np.ndarray) -> dict:
+def classification_metrics(labels: np.ndarray, scores: np.ndarray, base_rate: float) -> dict:
     """Ranking and calibration metrics of probabilities `scores` against 0/1 `labels`.
 
-    Ranking metrics need both classes; with one class only the rate flagged at 0.5 is reported.
+    Brier and ECE are computed with the rows re-weighted to `base_rate` (`prior_weights`), and named
+    so: the probabilities are meant for that prior, not for the rows' own mix. Ranking metrics need both
+    classes; with one class only the rate flagged at 0.5 is reported.
     """
     n_positive = int(labels.sum())
     n_negative = len(labels) - n_positive
@@ -323,15 +478,23 @@ def classification_metrics(labels: np.ndarray, scores: np.ndarray) -> dict:
     if n_negative:
         metrics["false_positive_rate_at_0.5"] = round(float(np.mean(scores[labels == 0] >= 0.5)), 4)
     if n_positive and n_negative:
+        weights = prior_weights(labels, base_rate)
         metrics |= {
             "roc_auc": round(roc_auc_score(labels, scores), 4),
             "roc_auc_95ci": _bootstrap_auc_interval(labels, scores),
             "pr_auc": round(average_precision_score(labels, scores), 4),
             "recall_at_1pct_fpr": round(recall_at_false_positive_rate(labels, scores, FALSE_POSITIVE_BUDGET), 4),
-            "brier": round(brier_score_loss(labels, scores), 4),
-            "ece": round(expected_calibration_error(labels, scores), 4),
+            "brier_chat_reweighted": round(brier_score_loss(labels, scores, sample_weight=weights), 4),
+            "ece_chat_reweighted": round(expected_calibration_error(labels, scores, weights), 4),
         }
     return metrics
+
+
+def prior_weights(labels: np.ndarray, base_rate: float) -> np.ndarray:
+    """Importance weights per class that make 0/1 `labels` have positive rate `base_rate`:
+    positives weigh base_rate / p, negatives (1 - base_rate) / (1 - p), where p = labels.mean()."""
+    p = labels.mean()
+    return np.where(labels == 1, base_rate / p, (1 - base_rate) / (1 - p))
 
 
 def recall_at_false_positive_rate(labels: np.ndarray, scores: np.ndarray, budget: float) -> float:
@@ -339,13 +502,17 @@ def recall_at_false_positive_rate(labels: np.ndarray, scores: np.ndarray, budget
     return float(true_positive_rate[false_positive_rate <= budget].max())
 
 
-def expected_calibration_error(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Mean |predicted - observed| over 10 equal-width probability bins, weighted by bin size."""
+def expected_calibration_error(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """Mean |predicted - observed| over 10 equal-width probability bins, weighted by bin size (the
+    sum of the rows' `weights`, 1 each by default); within a bin, means are weighted the same way."""
+    weights = np.ones(len(labels)) if weights is None else np.asarray(weights, dtype=float)
     bins = np.minimum((scores * CALIBRATION_BINS).astype(int), CALIBRATION_BINS - 1)
     error = 0.0
     for b in np.unique(bins):
         in_bin = bins == b
-        error += in_bin.mean() * abs(scores[in_bin].mean() - labels[in_bin].mean())
+        w = weights[in_bin]
+        gap = np.average(scores[in_bin], weights=w) - np.average(labels[in_bin], weights=w)
+        error += w.sum() / weights.sum() * abs(gap)
     return float(error)
 
 

@@ -1,8 +1,10 @@
-"""The text model's featurizer, ONNX graph and runtime wrapper.
+"""The text model's featurizer, ONNX graph, prior correction and runtime wrapper.
 
 Tests that need the trained model use models/build/text_linear.onnx, building it first (about a
-minute on 2 cores) when it is missing, as `make models` would.
+minute on 2 cores) when it is missing, as `make models` would. Thresholds come from the shipped
+policy (flink-conf/policy.yaml), under_13 band: what the job would do with these scores.
 """
+import hashlib
 import json
 import subprocess
 import sys
@@ -10,12 +12,15 @@ import sys
 import numpy as np
 import onnx
 import pytest
+import yaml
 from onnx import numpy_helper
 from scipy import sparse
-from scipy.special import expit
+from scipy.special import expit, logit
 
 from lifeguard import PROJECT_ROOT
+from lifeguard.schemas import AgeBand
 from models import train_text
+from udfs.policy import load_policy, model_signals
 from udfs.text_features import FeaturizerParams, featurize, pad_rows, vectorize
 from udfs.text_model import CATEGORIES, ModelLoadError, TextModel
 
@@ -24,6 +29,8 @@ MODEL_PATH = PROJECT_ROOT / "models" / "build" / "text_linear.onnx"
 TOXIC = ["you are a stupid worthless idiot", "shut up you dumb bitch", "y0u are a st00pid 1diot",
          "f u c k you loser"]
 BENIGN = ["see you at practice tomorrow", "thanks for helping me with my homework", "can we play minecraft after school"]
+# Ordinary children's game chat: before the prior correction "hi how are you" scored toxicity 0.78.
+BENIGN_CHAT = ["hi how are you", "gg want to play again", "lol", "nice shot", *BENIGN]
 PARAMS = FeaturizerParams(n_features=2**16, ngram_range=(3, 5), analyzer="char_wb")
 VARIED = [*TOXIC, *BENIGN, "", "   ", "ＦＵＣＫ", "привет", "🙂" * 50, "word " * 2000]
 
@@ -38,6 +45,20 @@ def model_path():
 @pytest.fixture(scope="session")
 def model(model_path):
     return TextModel.load(model_path, prefer_gpu=False)
+
+
+@pytest.fixture(scope="session")
+def manifest(model_path):
+    return json.loads(model_path.with_name(model_path.stem + ".manifest.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def policy():
+    return load_policy(train_text.DEFAULT_POLICY)
+
+
+def _under_13(policy, category, action):
+    return getattr(policy.thresholds[category][AgeBand.UNDER_13], action)
 
 
 # Featurizer
@@ -148,10 +169,11 @@ def test_empty_batch_gives_empty_list(model):
     assert model.score_batch([]) == []
 
 
-def test_obvious_toxic_text_scores_above_benign_text(model):
+def test_obvious_toxic_text_scores_above_benign_text(model, policy):
     toxic = [row["toxicity"] for row in model.score_batch(TOXIC)]
     benign = [row["toxicity"] for row in model.score_batch(BENIGN)]
-    assert min(toxic) > 0.5 > max(benign)
+    assert min(toxic) >= _under_13(policy, "toxicity", "review")
+    assert max(benign) < _under_13(policy, "toxicity", "warn")
 
 
 @pytest.mark.parametrize("category, harmful, harmless", [
@@ -159,18 +181,165 @@ def test_obvious_toxic_text_scores_above_benign_text(model):
     ("self_harm", "i want to kill myself", "i want to play football"),
     ("spam", "WINNER! claim your free prize now, text WIN to 80086", "are we still meeting for lunch"),
 ])
-def test_each_head_separates_an_obvious_pair(model, category, harmful, harmless):
+def test_each_head_separates_an_obvious_pair(model, policy, category, harmful, harmless):
+    """The harmless twin asks for no under_13 action from this head, and scores below the harmful one."""
     harmful_score, harmless_score = (row[category] for row in model.score_batch([harmful, harmless]))
-    assert harmful_score > 0.5 > harmless_score
+    limits = policy.thresholds[category][AgeBand.UNDER_13]
+    lowest = min(limit for limit in (limits.warn, limits.review, limits.block) if limit is not None)
+    assert harmless_score < lowest
+    assert harmful_score > harmless_score
 
 
-def test_probabilities_are_calibrated_on_the_test_split(model_path, model):
-    """The build's own test-split measurements: expected calibration error small for every head."""
-    manifest = model_path.with_name(model_path.stem + ".manifest.json")
-    metrics = json.loads(manifest.read_text())["test_metrics"]
+def test_benign_chat_scores_below_the_under_13_toxicity_warn_threshold(model, policy):
+    warn = _under_13(policy, "toxicity", "warn")
+    for text, scores in zip(BENIGN_CHAT, model.score_batch(BENIGN_CHAT)):
+        assert scores["toxicity"] < warn, (text, scores["toxicity"])
+
+
+def test_benign_chat_asks_for_no_action_for_a_child(model, policy):
+    """Through the policy's own decision code: no head's score reaches any under_13 threshold."""
+    for text, scores in zip(BENIGN_CHAT, model.score_batch(BENIGN_CHAT)):
+        assert model_signals(policy, scores, AgeBand.UNDER_13, voice=False) == [], text
+
+
+@pytest.mark.parametrize("text, category", [
+    ("you are a stupid idiot", "toxicity"),
+    *[(text, "toxicity") for text in TOXIC],
+    ("I will kill you", "threat"),
+    pytest.param("i want to kill myself", "self_harm", marks=pytest.mark.xfail(strict=True, reason=(
+        "known miss, not tuned away: self_harm scores about 0.17 against review 0.35. The head learned "
+        "from Reddit posts and long passages; the policy's self_harm_intent rule catches this phrase"))),
+    ("WINNER! claim your free prize now, text WIN to 80086", "spam"),
+])
+def test_harmful_phrases_reach_the_under_13_review_threshold(model, policy, text, category):
+    (scores,) = model.score_batch([text])
+    assert scores[category] >= _under_13(policy, category, "review"), scores[category]
+
+
+def test_probabilities_are_calibrated_at_the_chat_base_rate(manifest, model):
+    """The build's own measurements on the test split re-weighted to the chat base rate: expected
+    calibration error small for every head (this checks the arithmetic at the assumed rate, not
+    calibration on real chat, which no labelled data here can show)."""
+    assert "re-weighted" in manifest["metric_notes"]
+    metrics = manifest["test_metrics"]
     for category in model.categories:
-        assert metrics[category]["ece"] < 0.05, category
+        assert "ece" not in metrics[category] and "brier" not in metrics[category]  # no unlabelled figure
+        assert metrics[category]["ece_chat_reweighted"] < 0.05, category
         assert metrics[category]["roc_auc"] > 0.85, category
+
+
+# The prior (label-shift) correction
+
+
+def test_exported_bias_is_the_val_calibrated_bias_plus_the_prior_shift(model_path, model, manifest):
+    """bias = Platt bias + logit(chat rate) - logit(val rate), with the val rate recounted from the
+    manifest's labelled rows and the chat rate read from the reviewed file."""
+    initializers = {tensor.name: numpy_helper.to_array(tensor) for tensor in onnx.load(model_path).graph.initializer}
+    graph_bias = initializers["bias"]
+    chat_rates = yaml.safe_load(train_text.DEFAULT_BASE_RATES.read_text())
+    for column, category in enumerate(model.categories):
+        val = manifest["labelled_rows"][category]["val"]
+        val_rate = val["positive"] / (val["positive"] + val["negative"])
+        shift = logit(chat_rates[category]["rate"]) - logit(val_rate)
+        head = manifest["classifier"]["heads"][category]
+        assert head["val_positive_rate"] == pytest.approx(val_rate, rel=1e-12), category
+        assert head["chat_base_rate"] == chat_rates[category]["rate"], category
+        assert head["logit_shift"] == pytest.approx(shift, rel=1e-9), category
+        assert graph_bias[column] == pytest.approx(head["val_calibrated_bias"] + shift, abs=1e-5), category
+
+
+def test_model_metadata_records_the_prior_shift_and_its_source(model_path, model, manifest):
+    metadata = {prop.key: prop.value for prop in onnx.load(model_path).metadata_props}
+    recorded = json.loads(metadata["prior_shift"])
+    assert list(recorded) == list(model.categories)
+    for category, prior in recorded.items():
+        head = manifest["classifier"]["heads"][category]
+        assert prior == {key: head[key] for key in ("val_positive_rate", "chat_base_rate", "logit_shift")}
+    shipped = hashlib.sha256(train_text.DEFAULT_BASE_RATES.read_bytes()).hexdigest()
+    assert metadata["chat_base_rates_sha256"] == shipped, "models/chat_base_rates.yaml changed: rebuild the model"
+
+
+def test_prior_shift_is_bayes_rule_for_a_new_class_prior():
+    old, new = 0.68, 0.05
+    for probability in (0.001, 0.3, 0.78, 0.999):
+        positive, negative = probability * new / old, (1 - probability) * (1 - new) / (1 - old)
+        shifted = expit(logit(probability) + train_text.prior_shift(old, new))
+        assert shifted == pytest.approx(positive / (positive + negative), rel=1e-9)
+    assert train_text.prior_shift(0.3, 0.3) == 0
+
+
+def test_prior_weights_give_the_rows_the_base_rate_and_keep_their_count():
+    labels = np.array([1, 1, 1, 0, 1, 0, 1, 1])
+    weights = train_text.prior_weights(labels, 0.05)
+    assert np.average(labels, weights=weights) == pytest.approx(0.05)
+    assert weights.sum() == pytest.approx(len(labels))
+
+
+def test_weighted_ece_equals_ece_of_repeated_rows():
+    labels = np.array([0, 1, 0, 1, 1, 0])
+    scores = np.array([0.05, 0.15, 0.42, 0.47, 0.93, 0.99])
+    repeats = np.array([3, 1, 2, 1, 4, 1])
+    weighted = train_text.expected_calibration_error(labels, scores, repeats.astype(float))
+    repeated = train_text.expected_calibration_error(np.repeat(labels, repeats), np.repeat(scores, repeats))
+    assert weighted == pytest.approx(repeated)
+
+
+def test_shifted_scores_are_calibrated_on_rows_reweighted_to_the_new_prior():
+    """Scores calibrated at a 60% prior, shifted to 5%, are calibrated on the same rows weighted to
+    5%, and the unshifted scores are not: the measurement tells the two apart."""
+    rng = np.random.default_rng(0)
+    labels = (rng.random(20_000) < 0.6).astype(int)
+    x = rng.normal(np.where(labels == 1, 1.0, -1.0))
+    calibrated_at_60 = expit(2 * x + logit(0.6))  # the exact posterior for these two Gaussians
+    shifted = expit(2 * x + logit(0.6) + train_text.prior_shift(0.6, 0.05))
+    weights = train_text.prior_weights(labels, 0.05)
+    assert train_text.expected_calibration_error(labels, shifted, weights) < 0.01
+    assert train_text.expected_calibration_error(labels, calibrated_at_60, weights) > 0.2
+
+
+def test_shipped_chat_base_rates_cover_every_trained_category(model):
+    rates = train_text.load_chat_base_rates(train_text.DEFAULT_BASE_RATES, model.categories)
+    assert list(rates) == list(model.categories)
+    assert all(0 < rate.rate < 0.1 and rate.basis.startswith("assumed") for rate in rates.values())
+
+
+@pytest.mark.parametrize("content, error", [
+    ("toxicity: {rate: 0.05, basis: assumed}", "no base rate for \\['hate'\\]"),
+    ("toxicity: {rate: 0.05, basis: a}\nhate: {rate: 0.01, basis: a}\npii: {rate: 0.01, basis: a}", "pii"),
+    ("toxicity: {rate: 0.05, basis: a}\nhate: {rate: 0, basis: a}", "strictly between 0 and 1"),
+    ("toxicity: {rate: 0.05, basis: a}\nhate: {rate: 5%, basis: a}", "strictly between 0 and 1"),
+    ("toxicity: {rate: 0.05, basis: a}\nhate: {rate: 0.01}", "exactly the keys"),
+    ("toxicity: {rate: 0.05, basis: a}\nhate: {rate: 0.01, basis: a, source: b}", "exactly the keys"),
+    ("toxicity: {rate: 0.05, basis: a}\nhate: {rate: 0.01, basis: ''}", "one non-empty line"),
+    ("- 0.05", "expected a mapping"),
+])
+def test_chat_base_rates_reject_anything_but_one_entry_per_category(tmp_path, content, error):
+    path = tmp_path / "rates.yaml"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=error):
+        train_text.load_chat_base_rates(path, ("toxicity", "hate"))
+
+
+# What the shipped policy's thresholds do
+
+
+def test_threshold_crossing_counts_scores_at_the_threshold_as_crossing():
+    labels = np.array([0, 0, 0, 0, 1, 1])
+    scores = np.array([0.1, 0.2, 0.5, 0.7, 0.49, 0.5])
+    assert train_text.threshold_crossing(labels, scores, 0.5) == {"negatives": 0.5, "positives": 0.5}
+
+
+def test_manifest_reports_crossings_at_the_shipped_under_13_thresholds(manifest, model, policy):
+    crossings = manifest["policy_threshold_crossings"]
+    assert crossings["band"] == "under_13" and crossings["policy_version"] == policy.version
+    assert set(crossings["categories"]) == set(model.categories)
+    for category, report in crossings["categories"].items():
+        limits = policy.thresholds[category][AgeBand.UNDER_13]
+        actions = {action for action in ("warn", "review", "block") if getattr(limits, action) is not None}
+        assert {"review"} <= actions == set(report) - {"positives", "negatives"}, category
+        for action in actions:
+            assert report[action]["threshold"] == getattr(limits, action)
+            assert 0 <= report[action]["negatives"] <= report[action]["positives"] <= 1, (category, action)
 
 
 class _CountingSession:
