@@ -38,7 +38,6 @@ def flink_configuration(cfg: LifeguardConfig) -> Configuration:
         "rest.port": str(cfg.job.web_ui_port),
         "rest.bind-port": str(cfg.job.web_ui_port),
         "pipeline.name": cfg.job.name,
-        "pipeline.jars": ";".join(p.as_uri() for p in verified_jars(cfg.path(cfg.runtime_dir) / "jars")),
         # The Python workers must use this interpreter (the project's virtualenv).
         "python.executable": sys.executable,
         "python.client.executable": sys.executable,
@@ -52,6 +51,8 @@ def flink_configuration(cfg: LifeguardConfig) -> Configuration:
 
 def environments(cfg: LifeguardConfig) -> tuple[StreamExecutionEnvironment, StreamTableEnvironment]:
     env = StreamExecutionEnvironment.get_execution_environment(flink_configuration(cfg))
+    # Appended, not set: under `flink run` the client already lists its own jars (flink-python).
+    env.add_jars(*(p.as_uri() for p in verified_jars(cfg.path(cfg.runtime_dir) / "jars")))
     return env, StreamTableEnvironment.create(env)
 
 

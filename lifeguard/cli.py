@@ -17,6 +17,12 @@ def _broker(cfg: LifeguardConfig, args) -> None:
            "status": localrun.broker_status}[args.action](cfg))
 
 
+def _cluster(cfg: LifeguardConfig, args) -> None:
+    from lifeguard import localrun
+
+    print(localrun.cluster(cfg, args.action))
+
+
 def _redis(cfg: LifeguardConfig, args) -> None:
     from lifeguard import localrun
 
@@ -91,6 +97,9 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("broker", help="the embedded Kafka-protocol broker for local runs")
     s.add_argument("action", choices=["start", "stop", "status"])
     s.set_defaults(run=_broker)
+    s = sub.add_parser("cluster", help="a standalone Flink cluster on this machine, from the apache-flink wheel")
+    s.add_argument("action", choices=["start", "stop"])
+    s.set_defaults(run=_cluster)
     sub.add_parser("redis", help="use the configured Redis, or start a local one").set_defaults(run=_redis)
     sub.add_parser("jars", help="fetch and verify the Flink Kafka connector jars").set_defaults(run=_jars)
     sub.add_parser("feast", help="apply the Feast definitions").set_defaults(run=_feast)
@@ -115,8 +124,9 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("bench", help="throughput and latency of the job next to a trivial job")
     s.add_argument("--records", type=int, default=20_000, help="chat events for the throughput run")
-    s.add_argument("--rate", type=float, default=500.0, help="events per second for the latency run")
+    s.add_argument("--rate", type=float, default=200.0, help="events per second for the latency run")
     s.add_argument("--latency-seconds", type=float, default=20.0)
+    s.add_argument("--modes", default="thread,process", help="python.execution-mode values to compare")
     s.set_defaults(run=_bench)
     return p
 

@@ -89,9 +89,11 @@ class JobConfig(_Section):
 
 
 class LimitsConfig(_Section):
-    max_record_bytes: int = Field(2_000_000, ge=1)
+    # Below Kafka's default 1 MiB message size, so an oversize record can still arrive and be refused.
+    max_record_bytes: int = Field(512_000, ge=1)
     max_text_chars: int = Field(4_000, ge=1)
-    max_image_bytes: int = Field(1_500_000, ge=1)
+    # Decoded image bytes; inline base64 is a third larger, and must fit in max_record_bytes.
+    max_image_bytes: int = Field(375_000, ge=1)
     # Checked from the image header before decoding, against decompression bombs.
     max_image_pixels: int = Field(16_000_000, ge=1)
 

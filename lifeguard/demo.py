@@ -55,6 +55,7 @@ def write_image_banks(cfg: LifeguardConfig, seed: int) -> int:
 class Published:
     """What a simulation run sent: counts per topic, the ids that must get a decision, the truth."""
 
+    started_ms: int = field(default_factory=lambda: int(time.time() * 1000))
     per_topic: Counter = field(default_factory=Counter)
     decided_ids: set[str] = field(default_factory=set)
     malformed: int = 0
@@ -130,7 +131,7 @@ def summary(cfg: LifeguardConfig, published: Published, outputs: dict[str, list[
          *[[f"  {a}", n] for a, n in actions.most_common()],
          ["review-queue items", len(reviews)],
          ["parent alerts", len(alerts)],
-         ["dead letters (all runs on this broker)", len(outputs[topics.dead_letter])]],
+         ["dead letters", sum(d["created_ts"] >= published.started_ms for d in outputs[topics.dead_letter])]],
         headers=["", "count"], tablefmt="github")]
     by_case: dict[str, Counter] = {}
     for case in published.truth:

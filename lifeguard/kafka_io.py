@@ -11,12 +11,24 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.serializer import Serializer
+
+
+class KeySerializer(Serializer):
+    def serialize(self, topic, key):
+        return key.encode("utf-8") if isinstance(key, str) else key
+
+
+class JsonSerializer(Serializer):
+    """Dicts become JSON; bytes pass as they are (for replaying or injecting raw records)."""
+
+    def serialize(self, topic, value):
+        return value if isinstance(value, bytes) else json.dumps(value).encode("utf-8")
 
 
 def producer(bootstrap_servers: str, **overrides) -> KafkaProducer:
     options = dict(bootstrap_servers=bootstrap_servers, acks="all", linger_ms=5, retries=5,
-                   key_serializer=lambda k: k.encode("utf-8") if isinstance(k, str) else k,
-                   value_serializer=lambda v: v if isinstance(v, bytes) else json.dumps(v).encode("utf-8"))
+                   key_serializer=KeySerializer(), value_serializer=JsonSerializer())
     options.update(overrides)
     return KafkaProducer(**options)
 
@@ -27,9 +39,15 @@ class Received:
     key: str | None
     value: bytes
     timestamp: int
+    received_ms: int  # wall clock when this reader got it, for end-to-end latency
 
     def json(self) -> dict:
         return json.loads(self.value)
+
+
+def _received(record, now_ms: int) -> Received:
+    key = record.key.decode("utf-8", "replace") if record.key else None
+    return Received(record.topic, key, record.value, record.timestamp, now_ms)
 
 
 def read(bootstrap_servers: str, topics: list[str], until: Callable[[list[Received]], bool] = lambda _: False,
@@ -46,8 +64,8 @@ def read(bootstrap_servers: str, topics: list[str], until: Callable[[list[Receiv
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and not until(received):
             for batch in consumer.poll(timeout_ms=200).values():
-                received.extend(Received(r.topic, r.key.decode("utf-8", "replace") if r.key else None,
-                                         r.value, r.timestamp) for r in batch)
+                now = int(time.time() * 1000)
+                received.extend(_received(r, now) for r in batch)
         return received
     finally:
         consumer.close()
@@ -64,6 +82,6 @@ def follow(bootstrap_servers: str, topic: str, from_beginning: bool) -> Iterator
         consumer.seek_to_beginning()
     try:
         for r in consumer:
-            yield Received(r.topic, r.key.decode("utf-8", "replace") if r.key else None, r.value, r.timestamp)
+            yield _received(r, int(time.time() * 1000))
     finally:
         consumer.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import yaml
 import signal
 import socket
 import subprocess
@@ -184,3 +185,45 @@ def redis_ensure(cfg: LifeguardConfig) -> str:
                   "--appendonly", "no", "--dir", str(daemon.runtime_dir)])
     wait_until_answers(address, 10, "redis-server")
     return f"no Redis answered on {address}: started {binary} (pid {daemon.pid()})"
+
+
+# ---- standalone Flink cluster from the apache-flink wheel ----------------------------------------
+
+def flink_home() -> Path:
+    import pyflink
+
+    return Path(pyflink.__file__).parent
+
+
+def _deep_merge(base: dict, override: dict) -> dict:
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = _deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(
+            merged.get(key), dict) else value
+    return merged
+
+
+def cluster_conf_dir(cfg: LifeguardConfig) -> Path:
+    """The wheel's conf dir (logging, Java 17 options) with flink-conf/config.yaml merged on top."""
+    target = cfg.path(cfg.runtime_dir) / "flink-conf"
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(flink_home() / "conf", target)
+    ours = yaml.safe_load((cfg.path(cfg.flink_conf_dir) / "config.yaml").read_text())
+    defaults = yaml.safe_load((target / "config.yaml").read_text())
+    (target / "config.yaml").write_text(yaml.safe_dump(_deep_merge(defaults, ours), sort_keys=False))
+    (target / "workers").write_text("localhost\n")
+    return target
+
+
+def cluster(cfg: LifeguardConfig, action: str) -> str:
+    """Starts or stops a one-machine standalone cluster (a JobManager and a TaskManager)."""
+    env = {**os.environ, "FLINK_CONF_DIR": str(cluster_conf_dir(cfg) if action == "start"
+                                               else cfg.path(cfg.runtime_dir) / "flink-conf")}
+    script = flink_home() / "bin" / ("start-cluster.sh" if action == "start" else "stop-cluster.sh")
+    subprocess.run([str(script)], env=env, check=True)
+    if action == "start":
+        wait_until_answers(f"127.0.0.1:{cfg.job.web_ui_port}", 60, "the Flink JobManager")
+        return (f"Flink cluster up: web UI http://127.0.0.1:{cfg.job.web_ui_port}; submit with\n"
+                f"  FLINK_CONF_DIR={env['FLINK_CONF_DIR']} {flink_home()}/bin/flink run "
+                f"-py jobs/moderation_job.py -pyfs . -pyexec {shutil.which('python') or 'python'}")
+    return "Flink cluster stopped"
