@@ -42,3 +42,10 @@ def test_age_bands_and_actions_are_ordered():
     assert AgeBand.younger(AgeBand.ADULT, AgeBand.TEEN_13_15) is AgeBand.TEEN_13_15
     assert AgeBand.youngest() is AgeBand.UNDER_13 and not AgeBand.ADULT.is_minor
     assert max([Action.WARN, Action.BLOCK, Action.REVIEW], key=lambda a: a.severity) is Action.BLOCK
+
+
+@pytest.mark.parametrize("topic", sorted(EXAMPLES))
+def test_readme_documents_every_topic_with_its_current_example(topic):
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert f"**`{topic}`**" in readme
+    assert json.dumps(EXAMPLES[topic]) in readme

@@ -206,9 +206,6 @@ def test_benign_chat_asks_for_no_action_for_a_child(model, policy):
     ("you are a stupid idiot", "toxicity"),
     *[(text, "toxicity") for text in TOXIC],
     ("I will kill you", "threat"),
-    pytest.param("i want to kill myself", "self_harm", marks=pytest.mark.xfail(strict=True, reason=(
-        "known miss, not tuned away: self_harm scores about 0.17 against review 0.35. The head learned "
-        "from Reddit posts and long passages; the policy's self_harm_intent rule catches this phrase"))),
     ("WINNER! claim your free prize now, text WIN to 80086", "spam"),
 ])
 def test_harmful_phrases_reach_the_under_13_review_threshold(model, policy, text, category):

@@ -1,0 +1,95 @@
+"""The screening tiers together, through `Screener.screen` (the job's code path), without Flink."""
+import base64
+import io
+
+import pytest
+from PIL import Image
+
+from features.profiles import UserProfile, fallback_profile
+from lifeguard.config import load_config
+from lifeguard.schemas import AgeBand, ChatMessage, DeadLetter, Decision, ParentAlert, ReviewItem, Upload
+from udfs.parse import SourceRef
+from udfs.screening import ScreeningInput, Screener
+
+KID = UserProfile("kid", AgeBand.UNDER_13, parent_id="parent-of-kid")
+ADULT = UserProfile("adult", AgeBand.ADULT)
+SOURCE = SourceRef("chat", 0, 7, kafka_ts=1_000)
+
+
+@pytest.fixture(scope="module")
+def screener() -> Screener:
+    return Screener.from_config(load_config(environ={}))
+
+
+def direct(text: str, sender=ADULT, recipient=KID, channel="text") -> ScreeningInput:
+    event = ChatMessage(schema_version=1, event_id=f"e-{abs(hash(text))}", ts=900, user_id=sender.user_id,
+                        channel=channel, recipient_id=recipient.user_id, text=text)
+    return ScreeningInput(event, SOURCE, b"{}", sender, recipient)
+
+
+def outputs_of(screener, item, kind):
+    return [o for o in screener.screen([item], now_ms=1_050) if isinstance(o, kind)]
+
+
+def test_self_harm_statement_is_reviewed_even_where_the_model_misses_it(screener):
+    (decision,) = outputs_of(screener, direct("i want to kill myself", sender=KID, recipient=ADULT), Decision)
+    assert decision.action == "review"
+    assert any(r.startswith("rule:self_harm_intent") for r in decision.reasons)
+
+
+def test_explicit_request_to_a_child_is_blocked_with_an_urgent_alert_to_the_parent(screener):
+    item = direct("send nudes")
+    (decision,) = outputs_of(screener, item, Decision)
+    (alert,) = outputs_of(screener, item, ParentAlert)
+    assert decision.action == "block" and decision.latency_ms == 50
+    assert (alert.parent_id, alert.child_role, alert.severity) == ("parent-of-kid", "recipient", "urgent")
+
+
+def test_the_same_lure_between_adults_is_allowed(screener):
+    (decision,) = outputs_of(screener, direct("add me on snapchat", recipient=ADULT), Decision)
+    assert decision.action == "allow" and decision.age_band == "adult"
+
+
+def test_lure_to_a_child_goes_to_the_review_queue(screener):
+    (item,) = outputs_of(screener, direct("add me on snapchat"), ReviewItem)
+    assert item.categories == ["pii"] and item.priority > 0
+
+
+def test_unknown_recipient_is_treated_as_youngest_and_the_reason_says_so(screener):
+    stranger = fallback_profile("who", "unknown user")
+    (decision,) = outputs_of(screener, direct("hello", recipient=stranger), Decision)
+    assert decision.age_band == "under_13"
+    assert "profile:who unknown user: acting as under_13" in decision.reasons
+
+
+def test_huge_text_is_capped_and_the_decision_says_so(screener):
+    (decision,) = outputs_of(screener, direct("la " * 5000), Decision)
+    assert any(r.startswith("text truncated from 15000") for r in decision.reasons)
+
+
+def test_a_model_failure_sends_the_batch_to_review(screener, monkeypatch):
+    def broken(texts):
+        raise RuntimeError("onnxruntime failed")
+
+    monkeypatch.setattr(screener.text_model, "score_batch", broken)
+    decisions = [o for o in screener.screen([direct("hi"), direct("gg")], now_ms=1_050) if isinstance(o, Decision)]
+    assert [d.action for d in decisions] == ["review", "review"]
+    assert screener.model_errors == 1
+
+
+def test_an_upload_that_is_not_an_image_becomes_a_dead_letter(screener):
+    event = Upload(schema_version=1, event_id="u-1", ts=900, user_id="kid", room_id="lobby",
+                   content_type="image/png", image_b64=base64.b64encode(b"not an image").decode())
+    (letter,) = screener.screen([ScreeningInput(event, SOURCE, b"raw bytes", KID, None)], now_ms=1_050)
+    assert isinstance(letter, DeadLetter)
+    assert letter.event_id == "u-1" and base64.b64decode(letter.original_b64) == b"raw bytes"
+
+
+def test_an_image_upload_gets_a_decision_that_says_no_image_model_ran(screener):
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), (200, 40, 40)).save(buffer, "PNG")
+    event = Upload(schema_version=1, event_id="u-2", ts=900, user_id="kid", room_id="lobby",
+                   content_type="image/png", image_b64=base64.b64encode(buffer.getvalue()).decode())
+    (decision,) = [o for o in screener.screen([ScreeningInput(event, SOURCE, b"{}", KID, None)], now_ms=1_050)
+                   if isinstance(o, Decision)]
+    assert decision.kind == "upload" and "image:no image model in this tier yet" in decision.reasons
