@@ -5,6 +5,7 @@ import argparse
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from lifeguard.config import LifeguardConfig, load_config
@@ -132,6 +133,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # kafka-python 3 still loads its protocol files with deprecated importlib calls: not the user's concern.
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"(kafka|importlib)\b")
     args = parser().parse_args(argv)
     cfg = load_config(args.config)
     try:

@@ -133,12 +133,17 @@ def summary(cfg: LifeguardConfig, published: Published, outputs: dict[str, list[
          ["parent alerts", len(alerts)],
          ["dead letters", sum(d["created_ts"] >= published.started_ms for d in outputs[topics.dead_letter])]],
         headers=["", "count"], tablefmt="github")]
-    by_case: dict[str, Counter] = {}
+    # A multi-message case (a grooming conversation) counts once: caught if any of its messages was.
+    caught_by_case: dict[tuple[str, str], bool] = {}
     for case in published.truth:
         action = decisions.get(case.event_id, {}).get("action", "missing")
-        caught = action in CAUGHT_ACTIONS.get(case.expect, {"block", "review"})
-        by_case.setdefault(case.case, Counter())["caught" if caught else "missed"] += 1
-    lines.append("\nInjected harmful cases (caught: the decision was at least what a moderator would do)")
+        key = (case.case, case.conversation_id or case.event_id)
+        caught_by_case[key] = caught_by_case.get(key, False) or action in CAUGHT_ACTIONS[case.expect]
+    by_case: dict[str, Counter] = {}
+    for (name, _), caught in caught_by_case.items():
+        by_case.setdefault(name, Counter())["caught" if caught else "missed"] += 1
+    lines.append("\nInjected harmful cases (caught: the decision was at least what a moderator would do; "
+                 "a grooming conversation counts once)")
     lines.append(tabulate([[c, n["caught"], n["missed"]] for c, n in sorted(by_case.items())] +
                           [["total", sum(n["caught"] for n in by_case.values()),
                             sum(n["missed"] for n in by_case.values())]],

@@ -15,14 +15,14 @@ from kafka.serializer import Serializer
 
 
 class KeySerializer(Serializer):
-    def serialize(self, topic, key):
+    def serialize(self, topic, headers, key):
         return key.encode("utf-8") if isinstance(key, str) else key
 
 
 class JsonSerializer(Serializer):
     """Dicts become JSON; bytes pass as they are (for replaying or injecting raw records)."""
 
-    def serialize(self, topic, value):
+    def serialize(self, topic, headers, value):
         return value if isinstance(value, bytes) else json.dumps(value).encode("utf-8")
 
 
