@@ -6,7 +6,9 @@ dead letters and latency, and keyed writes (``key.fields``) on the sink side.
 """
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 import yaml
 from pyflink.common import Configuration
@@ -49,7 +51,17 @@ def flink_configuration(cfg: LifeguardConfig) -> Configuration:
     return conf
 
 
+def interpreter_first_on_path(environ=os.environ) -> None:
+    """Thread mode embeds Python through pemja, which looks up `python` on PATH (not
+    `python.executable`): without this, a job started as `.venv/bin/python jobs/…` from a shell whose
+    virtualenv is not activated gets the system interpreter and fails with "No module named 'pemja'"."""
+    bin_dir = str(Path(sys.executable).parent)
+    if environ.get("PATH", "").split(os.pathsep)[0] != bin_dir:
+        environ["PATH"] = bin_dir + os.pathsep + environ.get("PATH", "")
+
+
 def environments(cfg: LifeguardConfig) -> tuple[StreamExecutionEnvironment, StreamTableEnvironment]:
+    interpreter_first_on_path()
     env = StreamExecutionEnvironment.get_execution_environment(flink_configuration(cfg))
     # Appended, not set: under `flink run` the client already lists its own jars (flink-python).
     env.add_jars(*(p.as_uri() for p in verified_jars(cfg.path(cfg.runtime_dir) / "jars")))

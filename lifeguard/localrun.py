@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import yaml
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
 
+import yaml
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
@@ -218,7 +219,9 @@ def cluster_conf_dir(cfg: LifeguardConfig) -> Path:
 def cluster(cfg: LifeguardConfig, action: str) -> str:
     """Starts or stops a one-machine standalone cluster (a JobManager and a TaskManager)."""
     env = {**os.environ, "FLINK_CONF_DIR": str(cluster_conf_dir(cfg) if action == "start"
-                                               else cfg.path(cfg.runtime_dir) / "flink-conf")}
+                                               else cfg.path(cfg.runtime_dir) / "flink-conf"),
+           # The TaskManager embeds the first `python` on its PATH (pemja): make it this virtualenv's.
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     script = flink_home() / "bin" / ("start-cluster.sh" if action == "start" else "stop-cluster.sh")
     subprocess.run([str(script)], env=env, check=True)
     if action == "start":
