@@ -65,6 +65,9 @@ class Policy(_Strict):
     # Bands whose linked parents are alerted when their child sends or receives something blocked.
     alert_bands: list[AgeBand] = [AgeBand.UNDER_13, AgeBand.TEEN_13_15]
     urgent_categories: list[str] = ["sexual", "sexual_minors", "self_harm", "threat"]
+    # A category's block becomes a review when any of the listed categories is also signalled: the
+    # model reads "i want to kill myself" as a threat too, and a person at risk needs help, not a block.
+    review_instead_of_block_when: dict[str, list[str]] = {}
     rules: list[Rule] = []
     links: LinkPolicy = LinkPolicy()
     images: ImagePolicy = ImagePolicy()
@@ -111,6 +114,19 @@ def model_signals(policy: Policy, scores: Mapping[str, float], band: AgeBand, vo
                                                         f"{limit + margin:.2f} for {band.value}"))
                 break
     return signals
+
+
+def soften(policy: Policy, signals: list[Signal]) -> list[Signal]:
+    """Applies ``review_instead_of_block_when``: blocks that yield to another signalled category."""
+    present = {s.category for s in signals if s.action is not Action.ALLOW}
+    softened = []
+    for signal in signals:
+        yields_to = present & set(policy.review_instead_of_block_when.get(signal.category, ()))
+        if signal.action is Action.BLOCK and yields_to:
+            signal = Signal(signal.category, Action.REVIEW,
+                            f"{signal.reason}; review instead of block ({', '.join(sorted(yields_to))} present)")
+        softened.append(signal)
+    return softened
 
 
 def decide(signals: list[Signal], notes: tuple[str, ...] = ()) -> Verdict:

@@ -20,7 +20,7 @@ from udfs.images import ImageRejected, decode_image, image_hashes, match_bank
 from udfs.links import Blocklist, extract_links
 from udfs.normalize import normalize
 from udfs.parse import Rejected, SourceRef, dead_letter
-from udfs.policy import Policy, Signal, Verdict, decide, load_policy, model_signals
+from udfs.policy import Policy, Signal, Verdict, decide, load_policy, model_signals, soften
 from udfs.rules import RuleMatcher
 from udfs.text_model import TextModel
 
@@ -176,7 +176,7 @@ class Screener:
             image_signals, image_scores = self.image_signals(event)
             signals += image_signals
             shown_scores.update(image_scores)
-        verdict = decide(signals, notes + fallback_notes(item))
+        verdict = decide(soften(self.policy, signals), notes + fallback_notes(item))
         decision = Decision(
             event_id=event.event_id, user_id=event.user_id,
             kind="chat" if isinstance(event, ChatMessage) else "upload", action=verdict.action,
