@@ -83,6 +83,14 @@ def _bench(cfg: LifeguardConfig, args) -> None:
     print(run_bench(cfg, args))
 
 
+def _score(cfg: LifeguardConfig, args) -> None:
+    from lifeguard.score import score_text_file
+    from udfs.screening import Screener
+
+    with (sys.stdin if str(args.file) == "-" else open(args.file)) as source:
+        score_text_file(Screener.from_config(cfg), source, sys.stdout)
+
+
 def _feast(cfg: LifeguardConfig, args) -> None:
     from features.feast_store import apply_definitions, open_store
 
@@ -122,6 +130,11 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--malformed", type=int, default=0)
             s.add_argument("--truth", type=Path, default=Path(".lifeguard/truth.jsonl"))
         s.set_defaults(run=run)
+
+    s = sub.add_parser("score", help="the current policy's decisions for past messages, offline")
+    s.add_argument("kind", choices=["text"])
+    s.add_argument("file", type=Path, help='JSON lines {"id", "text", "sender_age_band"?, "recipient_age_band"?}; - for stdin')
+    s.set_defaults(run=_score)
 
     s = sub.add_parser("bench", help="throughput and latency of the job next to a trivial job")
     s.add_argument("--records", type=int, default=20_000, help="chat events for the throughput run")
