@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
 
 # Look-alike letters that Unicode compatibility folding leaves alone (Cyrillic and Greek letters that
 # render like Latin ones, a few hooked and barred letters). This hand-kept table is the place for a full
@@ -55,6 +56,9 @@ _SEPARATOR = re.compile(r"[\s.,_*+~/\\-]")
 _ELONGATION = re.compile(r"(.)\1{2,}", re.DOTALL)
 
 
+# The same message is normalised by the model's featurizer and by the rules tier, and chat repeats
+# itself ("gg", "lol"): a bounded cache does each text once.
+@lru_cache(maxsize=8192)
 def normalize(text: str) -> str:
     """Folds disguised text to plain lower-case words on one line, for matching."""
     text = fold_compatibility_and_case(text)
