@@ -73,11 +73,20 @@ def _kafka_options(cfg: LifeguardConfig, topics: list[str]) -> str:
             f"'properties.bootstrap.servers' = '{cfg.kafka.bootstrap_servers}'")
 
 
-def create_raw_source(t_env: StreamTableEnvironment, cfg: LifeguardConfig, name: str, topics: list[str]) -> None:
+def create_raw_source(t_env: StreamTableEnvironment, cfg: LifeguardConfig, name: str, topics: list[str],
+                      replay_all: bool = False) -> None:
     """A table of (value BYTES, topic, partition, offset) over the given topics.
 
-    The Kafka timestamp is the table's rowtime, so it becomes each DataStream record's timestamp.
+    The Kafka timestamp is the table's rowtime, so it becomes each DataStream record's timestamp. A job
+    restored from a checkpoint resumes at the checkpoint's offsets. On a fresh start it resumes at the
+    consumer group's offsets (``kafka.start_from`` where it has none), or with ``replay_all`` reads the
+    topics from the beginning: for control topics, whose every record is state to rebuild.
     """
+    if replay_all:
+        startup = "'scan.startup.mode' = 'earliest-offset'"
+    else:
+        startup = (f"'scan.startup.mode' = 'group-offsets', "
+                   f"'properties.auto.offset.reset' = '{cfg.kafka.start_from}'")
     t_env.execute_sql(f"""
         CREATE TEMPORARY TABLE `{name}` (
             `value` BYTES,
@@ -89,8 +98,7 @@ def create_raw_source(t_env: StreamTableEnvironment, cfg: LifeguardConfig, name:
         ) WITH (
             {_kafka_options(cfg, topics)},
             'properties.group.id' = '{cfg.kafka.consumer_group}',
-            'scan.startup.mode' = 'group-offsets',
-            'properties.auto.offset.reset' = '{cfg.kafka.start_from}',
+            {startup},
             'format' = 'raw'
         )""")
 

@@ -2,10 +2,12 @@
 letters out.
 
     Kafka chat|uploads|sessions (raw bytes + topic/partition/offset/timestamp)
-      -> validate        valid chat/upload rows; side outputs: dead letters, session events
+      -> validate        valid chat/upload rows; side output: dead letters (sessions are counted)
       -> key_by slot     spread over batch keys
       -> screen batch    Feast profiles + text/image tiers + policy, one model call per batch
-      -> route           (topic, key, JSON) rows
+           ^ broadcast   policy and hash-bank updates, validated (bad ones: dead letters), kept in
+           |             broadcast state: Kafka policy-updates|hash-bank-updates
+      -> route (SQL)     (topic, key, JSON) rows, split by topic
       -> Kafka decisions | review-queue | parent-alerts | dead-letter
 
 Run locally on the MiniCluster with ``python jobs/moderation_job.py``; on a cluster with
@@ -15,11 +17,11 @@ from __future__ import annotations
 
 import zlib
 
-from pyflink.common import Row, Types
+from pyflink.common import Types
 
 from jobs.flink_env import create_keyed_sink, create_raw_source, environments
-from jobs.operators import (DEAD_LETTERS, KEYED_MESSAGE, OUTPUT_RECORD, VALID_RECORD, ScreenBatch,
-                            ValidateRecord)
+from jobs.operators import (CONTROL_RECORD, CONTROL_STATE, DEAD_LETTERS, OUTPUT_RECORD,
+                            VALID_RECORD, ScreenBatch, ValidateControl, ValidateRecord)
 from lifeguard.config import LifeguardConfig, load_config
 
 def build(cfg: LifeguardConfig):
@@ -34,20 +36,32 @@ def build(cfg: LifeguardConfig):
     validated = raw.process(ValidateRecord(cfg), VALID_RECORD).name("validate records").uid("validate")
     # (schema, user_id, topic, partition, offset, kafka_ts, value): chat and uploads only
 
+    create_raw_source(t_env, cfg, "controls", [topics.policy_updates, topics.hash_bank_updates], replay_all=True)
+    controls = t_env.to_data_stream(t_env.from_path("controls"))
+    # (value, topic, partition, offset, kafka_ts): from the beginning on a fresh start, so every update
+    # in the topics is in force again; from the checkpoint's offsets on a restore
+
+    updates = (controls.process(ValidateControl(cfg), CONTROL_RECORD).name("validate control updates")
+               .uid("validate-control").set_parallelism(1))
+    # (schema, topic, partition, offset, kafka_ts, value): well-formed updates, in one sequence, so every
+    # screening instance applies them in the same order. Until the first policy update, the policy file
+    # from config is in force; hash-bank updates change the banks file's banks.
+
     outputs = (validated
                .key_by(lambda r: zlib.crc32(r["user_id"].encode()) % slots, key_type=Types.INT())
+               .connect(updates.broadcast(CONTROL_STATE))
                .process(ScreenBatch(cfg), OUTPUT_RECORD).name("screen batch (profiles, tiers, policy)")
                .uid("screen-batch")
-               .union(validated.get_side_output(DEAD_LETTERS)))
+               .union(validated.get_side_output(DEAD_LETTERS), updates.get_side_output(DEAD_LETTERS)))
     # (topic, key, JSON)
 
+    # Routing runs in Flink's SQL engine, so no Python operator touches a record after screening.
+    t_env.create_temporary_view("outputs", t_env.from_data_stream(outputs))
     statements = t_env.create_statement_set()
     for role in ("decisions", "review_queue", "parent_alerts", "dead_letter"):
         topic, sink = getattr(topics, role), f"sink_{role}"
         create_keyed_sink(t_env, cfg, sink, topic)
-        routed = (outputs.filter(lambda r, t=topic: r["topic"] == t).name(f"route to {topic}")
-                  .map(lambda r: Row(r["k"], r["v"]), KEYED_MESSAGE).name(f"key {topic}"))
-        statements.add_insert(sink, t_env.from_data_stream(routed))
+        statements.add_insert_sql(f"INSERT INTO `{sink}` SELECT `k`, `v` FROM `outputs` WHERE `topic` = '{topic}'")
     statements.attach_as_datastream()
     return env
 

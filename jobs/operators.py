@@ -7,12 +7,14 @@ from __future__ import annotations
 import time
 
 from pyflink.common import Row, Types
-from pyflink.datastream import KeyedProcessFunction, OutputTag, ProcessFunction, RuntimeContext
-from pyflink.datastream.state import ListStateDescriptor, ValueStateDescriptor
+from pyflink.datastream import KeyedBroadcastProcessFunction, OutputTag, ProcessFunction, RuntimeContext
+from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor, ValueStateDescriptor
 
 from features.feast_store import ProfileLookup
 from lifeguard.config import LifeguardConfig
 from lifeguard.schemas import Decision, ParentAlert, ReviewItem
+from udfs.control import (HASH_BANK_UPDATES, POLICY_UPDATES, apply_bank_update, apply_policy_update,
+                          parse_control, restore, state_entry)
 from udfs.parse import Rejected, SourceRef, dead_letter, parse_event
 from udfs.screening import Output, ScreeningInput, Screener
 
@@ -23,6 +25,13 @@ VALID_RECORD = Types.ROW_NAMED(
 # What goes to an output topic.
 OUTPUT_RECORD = Types.ROW_NAMED(["topic", "k", "v"], [Types.STRING(), Types.STRING(), Types.STRING()])
 KEYED_MESSAGE = Types.ROW_NAMED(["k", "v"], [Types.STRING(), Types.STRING()])
+# A well-formed policy or hash-bank update, with where it came from (for a dead letter if it cannot apply).
+CONTROL_RECORD = Types.ROW_NAMED(
+    ["schema", "topic", "partition", "offset", "kafka_ts", "value"],
+    [Types.STRING(), Types.STRING(), Types.INT(), Types.LONG(), Types.LONG(), Types.STRING()])
+# The control updates in force, as declared types so checkpoints survive code changes: "policy" -> the
+# policy document (JSON), and one entry per bank flag and per banked hash (see udfs.control.state_entry).
+CONTROL_STATE = MapStateDescriptor("control", Types.STRING(), Types.STRING())
 
 # Every side output must have a consumer: in thread mode, yielding to an unconsumed tag stalls the operator.
 DEAD_LETTERS = OutputTag("dead-letters", OUTPUT_RECORD)
@@ -77,9 +86,37 @@ class ValidateRecord(ProcessFunction):
             yield record
 
 
-class ScreenBatch(KeyedProcessFunction):
+class ValidateControl(ProcessFunction):
+    """Parses each control record and checks that it can apply (a valid policy document, a well-formed
+    hash); anything else becomes a dead letter here, once, before the update is broadcast."""
+
+    def __init__(self, cfg: LifeguardConfig):
+        self._cfg = cfg
+        topics = cfg.kafka.topics
+        self._schema_of_topic = {topics.policy_updates: POLICY_UPDATES, topics.hash_bank_updates: HASH_BANK_UPDATES}
+
+    def open(self, runtime_context: RuntimeContext):
+        self._dead_letters = runtime_context.get_metrics_group().counter("control_dead_letters")
+
+    def process_element(self, row, ctx):
+        value: bytes = row["value"]
+        source = SourceRef(row["topic"], row["partition"], row["offset"], ctx.timestamp())
+        schema = self._schema_of_topic[source.topic]
+        try:
+            parse_control(schema, value, self._cfg.limits.max_record_bytes)
+        except Rejected as rejected:
+            self._dead_letters.inc()
+            yield DEAD_LETTERS, output_row(self._cfg.kafka.topics, dead_letter(source, value, rejected, now_ms()))
+            return
+        yield Row(schema, source.topic, source.partition, source.offset, source.kafka_ts, value.decode("utf-8"))
+
+
+class ScreenBatch(KeyedBroadcastProcessFunction):
     """Buffers records per batch key and screens them together: at ``batch_size`` records or after
-    ``batch_timeout_ms``, whichever comes first, so the model runs once per batch."""
+    ``batch_timeout_ms``, whichever comes first, so the model runs once per batch.
+
+    The broadcast side carries policy and hash-bank updates: each is applied to the screener's plain
+    Python copy (what every record reads) and recorded in the broadcast state (what a restore reads)."""
 
     def __init__(self, cfg: LifeguardConfig):
         self._cfg = cfg
@@ -87,15 +124,58 @@ class ScreenBatch(KeyedProcessFunction):
     def open(self, runtime_context: RuntimeContext):
         self._pending = runtime_context.get_list_state(ListStateDescriptor("pending", VALID_RECORD))
         self._count = runtime_context.get_state(ValueStateDescriptor("pending_count", Types.INT()))
+        # Until a policy update arrives (or a restore brings one back), the policy file from config is in
+        # force, and the banks are those of the banks file in config.
         self._screener = Screener.from_config(self._cfg)
+        # PyFlink gives no access to broadcast state in open(): the copy is rebuilt from it on the first
+        # element, timer or update after each (re)start (``_restore``).
+        self._restored = False
         self._profiles = ProfileLookup.from_config(self._cfg)
         metrics = runtime_context.get_metrics_group()
         self._batches = metrics.counter("batches")
         self._fallbacks = metrics.counter("profile_fallbacks")
+        self._control_applied = metrics.counter("control_updates_applied")
+        self._control_rejected = metrics.counter("control_updates_rejected")
         metrics.gauge("model_errors", lambda: self._screener.model_errors)
         metrics.gauge("feast_failures", lambda: self._profiles.failures)
 
+    def _restore(self, ctx) -> None:
+        """Once per (re)start: the updates in force before a failure come back from the broadcast state
+        (empty on a fresh start). ``items()`` is the read that works on it in thread mode. A stored update
+        that no longer applies here (its blocklist file gone) fails the task rather than quietly putting
+        an older policy back in force."""
+        if self._restored:
+            return
+        self._restored = True
+        entries = list(ctx.get_broadcast_state(CONTROL_STATE).items())
+        if entries:
+            policy, banks = restore(self._screener.policy, self._screener.image_banks, entries)
+            self._screener.set_policy(policy)
+            self._screener.set_banks(banks)
+
+    def process_broadcast_element(self, update, ctx):
+        self._restore(ctx)
+        value = update["value"].encode("utf-8")
+        try:
+            parsed = parse_control(update["schema"], value, self._cfg.limits.max_record_bytes)
+            if update["schema"] == POLICY_UPDATES:
+                self._screener.set_policy(apply_policy_update(self._screener.policy, parsed))
+            else:
+                apply_bank_update(self._screener.image_banks, parsed)
+        except Rejected as rejected:
+            # Valid on its own but not here (a policy version in force with other content, a blocklist
+            # file this worker cannot read): a dead letter on the main output, where the broadcast side
+            # may emit; every parallel instance that rejects it reports it (they see the same updates in
+            # the same order, so at parallelism N expect N copies, alike but for created_ts).
+            self._control_rejected.inc()
+            source = SourceRef(update["topic"], update["partition"], update["offset"], update["kafka_ts"])
+            yield output_row(self._cfg.kafka.topics, dead_letter(source, value, rejected, now_ms()))
+            return
+        ctx.get_broadcast_state(CONTROL_STATE).put(*state_entry(parsed))
+        self._control_applied.inc()
+
     def process_element(self, record, ctx):
+        self._restore(ctx)
         self._pending.add(record)
         count = (self._count.value() or 0) + 1
         self._count.update(count)
@@ -106,6 +186,8 @@ class ScreenBatch(KeyedProcessFunction):
             yield from self._flush()
 
     def on_timer(self, timestamp, ctx):
+        # A timer restored from a checkpoint may fire before any element arrives.
+        self._restore(ctx)
         yield from self._flush()
 
     def _flush(self):

@@ -6,115 +6,20 @@ asserts on the outputs that carry its event ids.
 from __future__ import annotations
 
 import base64
-import io
-import socket
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
-from conftest import isolated_environ
-from features.feast_store import apply_definitions, load_profiles, open_store
-from features.profiles import UserProfile
-from lifeguard import kafka_io, localrun
-from lifeguard.config import load_config
-from lifeguard.demo import write_image_banks
-from lifeguard.jobrunner import running_job
-from lifeguard.schemas import AgeBand
+from jobtest import SEED, Job, chat, decisions_by_id, png, start_job, upload
 from lifeguard.simulator import blocklist_images, malformed_records
-
-SEED = 11
-KID = UserProfile("kid", AgeBand.UNDER_13, friend_ids=("kid-friend",), parent_id="parent-of-kid")
-KID_FRIEND = UserProfile("kid-friend", AgeBand.UNDER_13, friend_ids=("kid",), parent_id="parent-of-kid-friend")
-ADULT = UserProfile("adult", AgeBand.ADULT, age_verified=True, reputation=0.6)
-TEEN = UserProfile("teen", AgeBand.TEEN_16_17, parent_id="parent-of-teen")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def chat(user: str, text: str, to: str | None = None, room: str | None = None, channel: str = "text") -> dict:
-    return {"schema_version": 1, "event_id": f"c-{uuid.uuid4().hex[:12]}", "ts": int(time.time() * 1000),
-            "user_id": user, "channel": channel, "room_id": room if to is None else None, "recipient_id": to,
-            "text": text}
-
-
-def upload(user: str, image: bytes, room: str = "lobby") -> dict:
-    return {"schema_version": 1, "event_id": f"u-{uuid.uuid4().hex[:12]}", "ts": int(time.time() * 1000),
-            "user_id": user, "room_id": room, "recipient_id": None, "content_type": "image/png",
-            "image_b64": base64.b64encode(image).decode(), "uri": None, "caption": ""}
-
-
-def png(color: tuple[int, int, int]) -> bytes:
-    buffer = io.BytesIO()
-    image = Image.new("RGB", (64, 64), color)
-    for x in range(0, 64, 8):
-        image.paste((255 - color[0], color[1], 255 - color[2]), (x, 0, x + 4, 64))
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-class Job:
-    """A running job with its own topics, and the outputs read back for a set of event ids."""
-
-    def __init__(self, cfg, job):
-        self.cfg, self.job = cfg, job
-
-    def produce(self, records: list[tuple[str, bytes | dict]]) -> None:
-        topics = self.cfg.kafka.topics
-        producer = kafka_io.producer(self.cfg.kafka.bootstrap_servers)
-        for topic, value in records:
-            key = value.get("user_id", "x") if isinstance(value, dict) else "x"
-            producer.send(getattr(topics, topic), key=key, value=value)
-        producer.flush()
-        producer.close()
-
-    def outputs(self, decided_ids: set[str], dead_letters: int = 0, is_ours=lambda letter: True,
-                timeout_s: float = 90) -> dict[str, list]:
-        """Reads outputs until every id in ``decided_ids`` has a decision and ``dead_letters`` of the
-        dead letters that ``is_ours`` accepts have arrived (other tests share the topics)."""
-        topics = self.cfg.kafka.topics
-        names = {topics.decisions: "decisions", topics.review_queue: "review", topics.parent_alerts: "alerts",
-                 topics.dead_letter: "dead"}
-
-        def done(received) -> bool:
-            decided = {r.json()["event_id"] for r in received if r.topic == topics.decisions}
-            ours = sum(r.topic == topics.dead_letter and is_ours(r.json()) for r in received)
-            return decided_ids <= decided and ours >= dead_letters
-
-        received = kafka_io.read(self.cfg.kafka.bootstrap_servers, list(names), done, timeout_s)
-        by_kind: dict[str, list] = {kind: [] for kind in names.values()}
-        for r in received:
-            by_kind[names[r.topic]].append(r)
-        return by_kind
-
-
-def start_job(tmp_path: Path, **overrides: str):
-    environ = isolated_environ(tmp_path, **overrides)
-    cfg = load_config(environ=environ)
-    localrun.create_topics(cfg)
-    store = open_store(cfg.model_copy(update={"redis": load_config(environ={}).redis}))
-    apply_definitions(cfg, store)
-    load_profiles(cfg, store, [KID, KID_FRIEND, ADULT, TEEN])
-    write_image_banks(cfg, SEED)
-    return cfg, running_job("moderation_job.py", environ, tmp_path / "job.log", free_port())
-
 
 @pytest.fixture(scope="module")
 def job(services, tmp_path_factory):
     cfg, context = start_job(tmp_path_factory.mktemp("job"))
     with context as running:
         yield Job(cfg, running)
-
-
-def decisions_by_id(outputs) -> dict[str, dict]:
-    return {r.json()["event_id"]: r.json() for r in outputs["decisions"]}
 
 
 def test_known_events_get_exactly_the_expected_decisions_and_alerts(job):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence, Union
 
@@ -37,15 +37,32 @@ class ScreeningInput:
     recipient: UserProfile | None  # for direct messages and uploads sent to one user
 
 
-def load_image_banks(path: Path) -> dict[str, dict[str, str]]:
-    """Bank name -> {phash: bank name}; a missing file means no banked images yet."""
-    banks: dict[str, dict[str, str]] = {}
+@dataclass
+class Bank:
+    """One hash bank: perceptual hashes (pHash, 16 hex characters) matched within a Hamming distance, and
+    SHA-256 digests of the uploaded bytes matched exactly. A disabled bank keeps its hashes but is left
+    out of matching until it is enabled again. Mutable: the hash-bank-updates topic changes it in place
+    (``udfs.control.apply_bank_update``)."""
+
+    phash: set[str] = field(default_factory=set)
+    sha256: set[str] = field(default_factory=set)
+    enabled: bool = True
+
+
+BANK_SIGNAL_TYPES = ("phash", "sha256")
+
+
+def load_image_banks(path: Path) -> dict[str, Bank]:
+    """Bank name -> its hashes; a missing file means no banked images yet. Lines of another signal type
+    (pdq: no PDQ matching in this job yet) are skipped."""
+    banks: dict[str, Bank] = {}
     if path.exists():
         for line in path.read_text().splitlines():
             if line.strip():
                 entry = json.loads(line)
-                if entry.get("signal_type", "phash") == "phash":
-                    banks.setdefault(entry["bank"], {})[entry["hash"]] = entry["bank"]
+                signal_type = entry.get("signal_type", "phash")
+                if signal_type in BANK_SIGNAL_TYPES:
+                    getattr(banks.setdefault(entry["bank"], Bank()), signal_type).add(entry["hash"].lower())
     return banks
 
 
@@ -61,17 +78,18 @@ def fallback_notes(item: ScreeningInput) -> tuple[str, ...]:
 
 
 class Screener:
-    """Everything heavy is made once here (model session, compiled rules, blocklist, banks)."""
+    """Everything heavy is made once here (model session, compiled rules, blocklist, banks). A running
+    job swaps the policy (``set_policy``) and the banks (``set_banks``) without touching the model."""
 
     def __init__(self, policy: Policy, text_model: TextModel, limits: LimitsConfig,
-                 image_banks: dict[str, dict[str, str]], base_dir: Path):
-        self.policy = policy
+                 image_banks: dict[str, Bank], base_dir: Path):
         self.text_model = text_model
         self.limits = limits
         self.image_banks = image_banks
+        self.base_dir = base_dir
+        self.policy = policy
         self.rules = RuleMatcher(policy.rules)
-        self.blocklist = Blocklist.from_files(
-            p if p.is_absolute() else base_dir / p for p in policy.links.blocklist_files)
+        self.blocklist = self._load_blocklist(policy)
         self.model_errors = 0
 
     @classmethod
@@ -79,6 +97,27 @@ class Screener:
         return cls(load_policy(cfg.path(cfg.policy)),
                    TextModel.load(cfg.path(cfg.models.text_model), prefer_gpu=cfg.models.prefer_gpu),
                    cfg.limits, load_image_banks(cfg.path(cfg.models.image_banks)), cfg.path(Path(".")))
+
+    def _load_blocklist(self, policy: Policy) -> Blocklist:
+        return Blocklist.from_files(
+            p if p.is_absolute() else self.base_dir / p for p in policy.links.blocklist_files)
+
+    def set_policy(self, policy: Policy) -> None:
+        """Puts ``policy`` in force for the next batch: the rules are recompiled, the link blocklist is
+        reread only when the policy names other files, the model session stays. All or nothing: a
+        blocklist file that cannot be read raises ``Rejected`` and the old policy stays."""
+        rules = RuleMatcher(policy.rules)
+        blocklist = self.blocklist
+        if policy.links.blocklist_files != self.policy.links.blocklist_files:
+            try:
+                blocklist = self._load_blocklist(policy)
+            except (OSError, KeyError, ValueError) as exc:  # missing file, or not a kind/host/target CSV
+                raise Rejected("unprocessable", f"policy {policy.version}: links.blocklist_files cannot be "
+                                                f"read here: {type(exc).__name__}: {exc}") from None
+        self.policy, self.rules, self.blocklist = policy, rules, blocklist
+
+    def set_banks(self, image_banks: dict[str, Bank]) -> None:
+        self.image_banks = image_banks
 
     # ---- text ---------------------------------------------------------------------------------
 
@@ -138,15 +177,21 @@ class Screener:
         hashes = image_hashes(image, data)
         images = self.policy.images
         signals, nearest = [], 64
-        for bank, entries in self.image_banks.items():
-            found = match_bank(hashes.phash, entries, images.review_max_distance)
+        for name, bank in self.image_banks.items():
+            if not bank.enabled:
+                continue
+            if hashes.sha256 in bank.sha256:
+                nearest = 0
+                signals.append(Signal("image_bank", Action.BLOCK, f"image:sha256 {hashes.sha256} in bank {name}"))
+                continue
+            found = match_bank(hashes.phash, bank.phash, images.review_max_distance)
             if found is None:
                 continue
             banked, distance = found
             nearest = min(nearest, distance)
             action = Action.BLOCK if distance <= images.block_max_distance else Action.REVIEW
             signals.append(Signal("image_bank", action,
-                                  f"image:phash {hashes.phash} within {distance} bits of {banked} in bank {bank}"))
+                                  f"image:phash {hashes.phash} within {distance} bits of {banked} in bank {name}"))
         signals.append(Signal("image_model", Action.ALLOW, "image:no image model in this tier yet"))
         return signals, {"image_bank_distance": float(nearest)}
 

@@ -1,0 +1,308 @@
+"""Control updates without Flink: parsing and validation, applying policy and bank updates, the broadcast
+state round trip, and the screener following both."""
+import base64
+import copy
+import io
+import json
+import random
+
+import pytest
+import yaml
+from PIL import Image
+
+from features.profiles import UserProfile
+from lifeguard import PROJECT_ROOT
+from lifeguard.config import load_config
+from lifeguard.schemas import AgeBand, ChatMessage, Decision, HashBankUpdate, PolicyUpdate, Upload
+from udfs.control import (HASH_BANK_UPDATES, POLICY_UPDATES, apply_bank_update, apply_policy_update, parse_control,
+                          restore, state_entry)
+from udfs.images import decode_image, image_hashes
+from udfs.parse import Rejected, SourceRef
+from udfs.policy import load_policy
+from udfs.screening import Bank, ScreeningInput, Screener
+
+DOCUMENT = yaml.safe_load((PROJECT_ROOT / "flink-conf/policy.yaml").read_text())
+POLICY = load_policy(DOCUMENT)
+PHASH = "d1c4e0b0f0f8f8f0"
+SHA = "ab" * 32
+MAX_BYTES = 100_000
+
+
+def document(**changes) -> dict:
+    return {**copy.deepcopy(DOCUMENT), **changes}
+
+
+def policy_update(doc: dict, event_id: str = "pol-1") -> PolicyUpdate:
+    return PolicyUpdate(schema_version=1, event_id=event_id, policy=doc)
+
+
+def bank_update(op: str, bank: str = "known-bad", signal_type: str | None = "phash", hash: str | None = PHASH,
+                event_id: str = "hb-1") -> HashBankUpdate:
+    if op in ("enable", "disable"):
+        signal_type = hash = None
+    return HashBankUpdate(schema_version=1, event_id=event_id, op=op, bank=bank, signal_type=signal_type, hash=hash)
+
+
+def raw(obj) -> bytes:
+    return json.dumps(obj).encode()
+
+
+def bank_raw(**changes) -> bytes:
+    return raw({"schema_version": 1, "event_id": "hb-1", "op": "add", "bank": "known-bad", "signal_type": "phash",
+                "hash": PHASH, **changes})
+
+
+def policy_raw(doc) -> bytes:
+    return raw({"schema_version": 1, "event_id": "pol-1", "policy": doc})
+
+
+# ---- parsing and validation ---------------------------------------------------------------------
+
+def test_valid_updates_parse_and_hashes_come_back_lower_case():
+    assert parse_control(POLICY_UPDATES, policy_raw(document(version="v2")), MAX_BYTES).policy["version"] == "v2"
+    update = parse_control(HASH_BANK_UPDATES, bank_raw(hash=PHASH.upper()), MAX_BYTES)
+    assert (update.op, update.bank, update.signal_type, update.hash) == ("add", "known-bad", "phash", PHASH)
+    disable = bank_raw(op="disable", signal_type=None, hash=None)
+    assert parse_control(HASH_BANK_UPDATES, disable, MAX_BYTES).op == "disable"
+    assert parse_control(HASH_BANK_UPDATES, bank_raw(signal_type="sha256", hash=SHA), MAX_BYTES).hash == SHA
+
+
+@pytest.mark.parametrize("schema, value, kind, says", [
+    (POLICY_UPDATES, b"", "invalid", "empty"),
+    (POLICY_UPDATES, b"not json", "not_json", "JSON"),
+    (POLICY_UPDATES, b"\xff\xfe{}", "not_utf8", "UTF-8"),
+    (POLICY_UPDATES, b"[1, 2]", "invalid", "JSON object"),
+    (POLICY_UPDATES, b"x" * (MAX_BYTES + 1), "oversize", "limit"),
+    (POLICY_UPDATES, raw({"schema_version": 2, "event_id": "p", "policy": DOCUMENT}), "unknown_version", "version 2"),
+    (POLICY_UPDATES, raw({"schema_version": 1, "event_id": "p"}), "invalid", "policy"),
+    (POLICY_UPDATES, policy_raw("not a document"), "invalid", "policy"),
+    (POLICY_UPDATES, policy_raw({"version": "v2"}), "invalid", "thresholds"),
+    (POLICY_UPDATES, policy_raw(document(thresholds={"toxicity": {"adult": {}}})), "invalid", "lacks bands"),
+    (POLICY_UPDATES, policy_raw(document(voice_margin=3)), "invalid", "voice_margin"),
+    (POLICY_UPDATES, policy_raw(document(surprise=1)), "invalid", "surprise"),
+    (POLICY_UPDATES, policy_raw(document(rules=[{"id": "r", "category": "spam", "action": "obliterate",
+                                                 "keywords": ["x"]}])), "invalid", "action"),
+    (POLICY_UPDATES, policy_raw(document(rules=[{"id": "r", "category": "spam", "action": "block"}])),
+     "invalid", "neither keywords nor patterns"),
+    (POLICY_UPDATES, policy_raw(document(rules=[{"id": "r", "category": "spam", "action": "block",
+                                                 "patterns": ["(unclosed"]}])), "invalid", "policy rules"),
+    (HASH_BANK_UPDATES, bank_raw(op="replace"), "invalid", "op"),
+    (HASH_BANK_UPDATES, bank_raw(bank=""), "invalid", "bank"),
+    (HASH_BANK_UPDATES, bank_raw(hash=None), "invalid", "needs signal_type and hash"),
+    (HASH_BANK_UPDATES, bank_raw(signal_type=None), "invalid", "needs signal_type and hash"),
+    (HASH_BANK_UPDATES, bank_raw(signal_type="md5"), "invalid", "signal_type"),
+    (HASH_BANK_UPDATES, bank_raw(signal_type="pdq", hash="ab" * 32), "unprocessable", "not matched by this job"),
+    (HASH_BANK_UPDATES, bank_raw(hash="d1c4e0b0"), "invalid", "16 hex characters"),
+    (HASH_BANK_UPDATES, bank_raw(hash="z1c4e0b0f0f8f8f0"), "invalid", "16 hex characters"),
+    (HASH_BANK_UPDATES, bank_raw(hash=" d1c4e0b0f0f8f8f0"), "invalid", "16 hex characters"),
+    (HASH_BANK_UPDATES, bank_raw(hash="0x" + PHASH[2:]), "invalid", "16 hex characters"),
+    (HASH_BANK_UPDATES, bank_raw(signal_type="sha256", hash=PHASH), "invalid", "64 hex characters"),
+    (HASH_BANK_UPDATES, bank_raw(hash=12345), "invalid", "hash"),
+    (HASH_BANK_UPDATES, bank_raw(op="enable"), "invalid", "takes no signal_type or hash"),
+])
+def test_malformed_control_records_are_rejected_with_a_reason(schema, value, kind, says):
+    with pytest.raises(Rejected) as caught:
+        parse_control(schema, value, MAX_BYTES)
+    assert caught.value.error_kind == kind
+    assert says in caught.value.reason
+
+
+def test_a_rejection_names_the_update_when_it_can():
+    with pytest.raises(Rejected) as caught:
+        parse_control(HASH_BANK_UPDATES, bank_raw(event_id="hb-77", hash="nope"), MAX_BYTES)
+    assert caught.value.event_id == "hb-77"
+
+
+def test_a_long_bad_hash_is_shortened_in_the_reason():
+    with pytest.raises(Rejected) as caught:
+        parse_control(HASH_BANK_UPDATES, bank_raw(hash="f" * 10_000), MAX_BYTES)
+    assert len(caught.value.reason) < 200
+
+
+# ---- policy updates -----------------------------------------------------------------------------
+
+def test_a_valid_policy_update_gives_the_new_policy():
+    rule = {"id": "no_pineapple", "category": "spam", "action": "block", "keywords": ["pineapple"]}
+    new = apply_policy_update(POLICY, policy_update(document(version="v2", rules=DOCUMENT["rules"] + [rule])))
+    assert new.version == "v2" and new.rules[-1].id == "no_pineapple"
+    assert POLICY.version == DOCUMENT["version"] and POLICY.rules[-1].id != "no_pineapple"
+
+
+@pytest.mark.parametrize("doc, says", [
+    ({"version": "v2"}, "thresholds"),
+    (document(version="v2", room_audience="toddlers"), "room_audience"),
+    (document(version="v2", images={"block_max_distance": 99}), "block_max_distance"),
+    (document(voice_margin=0.5), "in force with different content"),  # same version, other content
+])
+def test_an_invalid_policy_update_is_rejected_and_the_current_policy_stays(doc, says):
+    current = POLICY
+    with pytest.raises(Rejected) as caught:
+        current = apply_policy_update(current, policy_update(doc))
+    assert says in caught.value.reason and caught.value.event_id == "pol-1"
+    assert current is POLICY
+
+
+def test_replaying_the_policy_in_force_is_accepted():
+    assert apply_policy_update(POLICY, policy_update(document())) == POLICY
+
+
+# ---- bank updates -------------------------------------------------------------------------------
+
+OTHER = "0000000000000001"
+
+
+@pytest.mark.parametrize("updates, expected", [
+    ([bank_update("add")], {"known-bad": Bank(phash={PHASH})}),
+    ([bank_update("add"), bank_update("add")], {"known-bad": Bank(phash={PHASH})}),
+    ([bank_update("add", hash=PHASH.upper())], {"known-bad": Bank(phash={PHASH})}),
+    ([bank_update("add"), bank_update("add", hash=OTHER), bank_update("remove")], {"known-bad": Bank(phash={OTHER})}),
+    ([bank_update("remove")], {"known-bad": Bank()}),
+    ([bank_update("add", signal_type="sha256", hash=SHA)], {"known-bad": Bank(sha256={SHA})}),
+    ([bank_update("add"), bank_update("disable")], {"known-bad": Bank(phash={PHASH}, enabled=False)}),
+    ([bank_update("disable"), bank_update("add")], {"known-bad": Bank(phash={PHASH}, enabled=False)}),
+    ([bank_update("add"), bank_update("disable"), bank_update("enable")], {"known-bad": Bank(phash={PHASH})}),
+    ([bank_update("disable", bank="later")], {"later": Bank(enabled=False)}),
+    ([bank_update("add", bank="a"), bank_update("add", bank="b", hash=OTHER)],
+     {"a": Bank(phash={PHASH}), "b": Bank(phash={OTHER})}),
+])
+def test_bank_updates(updates, expected):
+    banks = {}
+    for update in updates:
+        banks = apply_bank_update(banks, update)
+    assert banks == expected
+
+
+@pytest.mark.parametrize("update", [
+    bank_update("add", hash="not-a-hash"),
+    bank_update("add", signal_type="sha256", hash=PHASH),
+    bank_update("add", signal_type="pdq", hash=SHA),
+    bank_update("remove", hash=None),
+])
+def test_a_malformed_bank_update_is_rejected_and_leaves_the_banks_alone(update):
+    banks = {"known-bad": Bank(phash={OTHER})}
+    with pytest.raises(Rejected):
+        apply_bank_update(banks, update)
+    assert banks == {"known-bad": Bank(phash={OTHER})}
+
+
+# ---- broadcast state ----------------------------------------------------------------------------
+
+def random_updates(rng: random.Random, n: int) -> list:
+    hashes = [f"{i:016x}" for i in range(6)]
+    updates = []
+    for i in range(n):
+        op = rng.choice(["add", "add", "remove", "enable", "disable", "policy"])
+        if op == "policy":
+            updates.append(policy_update(document(version=f"v{i}", voice_margin=rng.choice([0.1, 0.2])), f"p{i}"))
+        else:
+            updates.append(bank_update(op, bank=rng.choice(["block", "review/x", 'q"uote']),
+                                       hash=rng.choice(hashes), event_id=f"h{i}"))
+    return updates
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_state_entries_rebuild_the_copy_in_any_order(seed):
+    rng = random.Random(seed)
+    baseline = lambda: {"block": Bank(phash={"0000000000000000", "0000000000000003"})}  # noqa: E731  the banks file
+    policy, banks, state = POLICY, baseline(), {}
+    for update in random_updates(rng, 60):
+        if isinstance(update, PolicyUpdate):
+            policy = apply_policy_update(policy, update)
+        else:
+            apply_bank_update(banks, update)
+        key, value = state_entry(update)
+        state[key] = value
+    entries = list(state.items())
+    rng.shuffle(entries)
+    assert restore(POLICY, baseline(), entries) == (policy, banks)
+
+
+def test_an_empty_state_restores_the_config_copy():
+    banks = {"block": Bank(phash={PHASH})}
+    assert restore(POLICY, banks, []) == (POLICY, {"block": Bank(phash={PHASH})})
+
+
+def test_state_entries_are_strings_keyed_per_policy_bank_and_hash():
+    assert state_entry(policy_update({"version": "v2"})) == ("policy", '{"version": "v2"}')
+    assert state_entry(bank_update("disable")) == ('["bank", "known-bad"]', "false")
+    assert state_entry(bank_update("remove")) == (f'["hash", "known-bad", "phash", "{PHASH}"]', "false")
+
+
+# ---- the screener follows ------------------------------------------------------------------------
+
+KID = UserProfile("kid", AgeBand.UNDER_13)
+ADULT = UserProfile("adult", AgeBand.ADULT)
+SOURCE = SourceRef("chat", 0, 7, kafka_ts=1_000)
+
+
+@pytest.fixture()
+def screener() -> Screener:
+    return Screener.from_config(load_config(environ={}))
+
+
+def decide(screener, event) -> Decision:
+    (decision,) = [o for o in screener.screen([ScreeningInput(event, SOURCE, b"{}", ADULT, KID)], 1_050)
+                   if isinstance(o, Decision)]
+    return decision
+
+
+def chat(text: str) -> ChatMessage:
+    return ChatMessage(schema_version=1, event_id="c-1", ts=900, user_id="adult", channel="text",
+                       recipient_id="kid", text=text)
+
+
+def png_upload() -> tuple[Upload, str, str]:
+    buffer = io.BytesIO()
+    image = Image.new("RGB", (64, 64), (30, 160, 90))
+    for x in range(0, 64, 8):
+        image.paste((200, 20, 40), (x, 0, x + 4, 64))
+    image.save(buffer, "PNG")
+    data = buffer.getvalue()
+    hashes = image_hashes(decode_image(data, 10**6, 10**6), data)
+    upload = Upload(schema_version=1, event_id="u-1", ts=900, user_id="adult", recipient_id="kid",
+                    content_type="image/png", image_b64=base64.b64encode(data).decode())
+    return upload, hashes.phash, hashes.sha256
+
+
+def test_a_new_policy_changes_decisions_and_keeps_the_model_and_blocklist(screener):
+    model, blocklist = screener.text_model, screener.blocklist
+    assert decide(screener, chat("i love pineapple")).action == "allow"
+    rule = {"id": "no_pineapple", "category": "spam", "action": "block", "keywords": ["pineapple"]}
+    screener.set_policy(apply_policy_update(screener.policy, policy_update(
+        document(version="v2", rules=DOCUMENT["rules"] + [rule]))))
+    decision = decide(screener, chat("i love pineapple"))
+    assert decision.action == "block" and decision.policy_version == "v2"
+    assert "rule:no_pineapple matched 'pineapple'" in decision.reasons
+    assert screener.text_model is model and screener.blocklist is blocklist
+
+
+def test_a_policy_whose_blocklist_cannot_be_read_is_rejected_and_the_old_one_stays(screener):
+    new = apply_policy_update(screener.policy, policy_update(
+        document(version="v2", links={"blocklist_files": ["models/build/no-such-list.csv"]})))
+    with pytest.raises(Rejected) as caught:
+        screener.set_policy(new)
+    assert caught.value.error_kind == "unprocessable" and "no-such-list.csv" in caught.value.reason
+    assert screener.policy.version == DOCUMENT["version"]
+
+
+def test_a_banked_image_is_blocked_until_its_bank_is_disabled(screener):
+    upload, phash, _ = png_upload()
+    banks = {}
+    screener.set_banks(banks)
+    assert decide(screener, upload).action == "allow"
+    apply_bank_update(banks, bank_update("add", bank="fresh", hash=phash))
+    decision = decide(screener, upload)
+    assert decision.action == "block" and any("in bank fresh" in r for r in decision.reasons)
+    apply_bank_update(banks, bank_update("disable", bank="fresh"))
+    assert decide(screener, upload).action == "allow"
+    apply_bank_update(banks, bank_update("enable", bank="fresh"))
+    apply_bank_update(banks, bank_update("remove", bank="fresh", hash=phash))
+    assert decide(screener, upload).action == "allow"
+
+
+def test_an_exact_sha256_match_blocks(screener):
+    upload, _, sha = png_upload()
+    screener.set_banks(apply_bank_update({}, bank_update("add", bank="exact", signal_type="sha256", hash=sha)))
+    decision = decide(screener, upload)
+    assert decision.action == "block" and f"image:sha256 {sha} in bank exact" in decision.reasons
+    assert decision.scores["image_bank_distance"] == 0
