@@ -98,6 +98,7 @@ def create_raw_source(t_env: StreamTableEnvironment, cfg: LifeguardConfig, name:
         ) WITH (
             {_kafka_options(cfg, topics)},
             'properties.group.id' = '{cfg.kafka.consumer_group}',
+            'properties.fetch.max.wait.ms' = '{cfg.kafka.fetch_max_wait_ms}',
             {startup},
             'format' = 'raw'
         )""")

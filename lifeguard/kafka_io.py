@@ -53,8 +53,9 @@ def _received(record, now_ms: int) -> Received:
 def read(bootstrap_servers: str, topics: list[str], until: Callable[[list[Received]], bool] = lambda _: False,
          timeout_s: float = 30.0, from_beginning: bool = True) -> list[Received]:
     """Reads the topics until ``until(received)`` holds or ``timeout_s`` passes; returns what came."""
+    # A short fetch wait: the benchmark times arrivals here, and a reader should not add half a second.
     consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False,
-                             consumer_timeout_ms=200)
+                             consumer_timeout_ms=200, fetch_max_wait_ms=10)
     try:
         partitions = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
         consumer.assign(partitions)
