@@ -119,10 +119,14 @@ def collect_outputs(cfg: LifeguardConfig, published: Published, timeout_s: float
 def summary(cfg: LifeguardConfig, published: Published, outputs: dict[str, list[dict]]) -> str:
     topics = cfg.kafka.topics
     ours = published.decided_ids
-    decisions = {d["event_id"]: d for d in outputs[topics.decisions] if d["event_id"] in ours}
+    # Event ids repeat between runs with the same seed: count only what this run produced.
+    this_run = {t: [r for r in records if r.get("decided_ts", r.get("created_ts", 0)) >= published.started_ms]
+                for t, records in outputs.items()}
+    decisions = {d["event_id"]: d for d in this_run[topics.decisions] if d["event_id"] in ours}
     actions = Counter(d["action"] for d in decisions.values())
-    alerts = [a for a in outputs[topics.parent_alerts] if a["event_id"] in ours]
-    reviews = [r for r in outputs[topics.review_queue] if r["event_id"] in ours]
+    # Delivery is at-least-once: count distinct ids, as consumers de-duplicate.
+    alerts = {a["alert_id"] for a in this_run[topics.parent_alerts] if a["event_id"] in ours}
+    reviews = {r["event_id"] for r in this_run[topics.review_queue] if r["event_id"] in ours}
     lines = [tabulate(
         [["events in", sum(published.per_topic.values()) + published.malformed],
          *[[f"  {t}", n] for t, n in sorted(published.per_topic.items())],
@@ -131,7 +135,8 @@ def summary(cfg: LifeguardConfig, published: Published, outputs: dict[str, list[
          *[[f"  {a}", n] for a, n in actions.most_common()],
          ["review-queue items", len(reviews)],
          ["parent alerts", len(alerts)],
-         ["dead letters", sum(d["created_ts"] >= published.started_ms for d in outputs[topics.dead_letter])]],
+         ["dead letters", len({(d["source_topic"], d["source_partition"], d["source_offset"])
+                               for d in this_run[topics.dead_letter]})]],
         headers=["", "count"], tablefmt="github")]
     # A multi-message case (a grooming conversation) counts once: caught if any of its messages was.
     caught_by_case: dict[tuple[str, str], bool] = {}

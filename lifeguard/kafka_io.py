@@ -52,7 +52,8 @@ def _received(record, now_ms: int) -> Received:
 
 def read(bootstrap_servers: str, topics: list[str], until: Callable[[list[Received]], bool] = lambda _: False,
          timeout_s: float = 30.0, from_beginning: bool = True) -> list[Received]:
-    """Reads the topics until ``until(received)`` holds or ``timeout_s`` passes; returns what came."""
+    """Reads the topics until ``until(received)`` holds and the reader has caught up, or ``timeout_s``
+    passes; returns what came."""
     # A short fetch wait: the benchmark times arrivals here, and a reader should not add half a second.
     consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False,
                              consumer_timeout_ms=200, fetch_max_wait_ms=10)
@@ -63,10 +64,17 @@ def read(bootstrap_servers: str, topics: list[str], until: Callable[[list[Receiv
             consumer.seek_to_beginning()
         received: list[Received] = []
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and not until(received):
-            for batch in consumer.poll(timeout_ms=200).values():
-                now = int(time.time() * 1000)
+        done = False
+        while time.monotonic() < deadline:
+            batches = consumer.poll(timeout_ms=200).values()
+            now = int(time.time() * 1000)
+            for batch in batches:
                 received.extend(_received(r, now) for r in batch)
+            # Once ``until`` holds, keep reading until a poll comes back empty: the other partitions
+            # (other topics' outputs for the same events) may still be catching up.
+            done = done or until(received)
+            if done and not batches:
+                break
         return received
     finally:
         consumer.close()
