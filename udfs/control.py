@@ -22,7 +22,7 @@ from typing import Iterable
 from pydantic import ValidationError
 
 from lifeguard.schemas import CONTROL_SCHEMAS, SCHEMA_VERSION, HashBankUpdate, PolicyUpdate
-from udfs.parse import Rejected, _explain
+from udfs.parse import Rejected, explain, parse_record
 from udfs.policy import Policy, load_policy
 from udfs.rules import RuleMatcher
 from udfs.screening import BANK_SIGNAL_TYPES, Bank
@@ -40,26 +40,7 @@ HASH_FORMATS = {"phash": re.compile(r"[0-9a-f]{16}"), "sha256": re.compile(r"[0-
 def parse_control(schema_name: str, value: bytes | None, max_bytes: int) -> ControlUpdate:
     """Validates one control record against its topic's schema and checks that it can apply: a policy
     document must be a valid policy, a bank update a well-formed hash. Raises ``Rejected``."""
-    if value is None or len(value) == 0:
-        raise Rejected("invalid", "empty record")
-    if len(value) > max_bytes:
-        raise Rejected("oversize", f"record of {len(value)} bytes exceeds the {max_bytes}-byte limit")
-    try:
-        obj = json.loads(value.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise Rejected("not_utf8", f"not valid UTF-8: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise Rejected("not_json", f"not valid JSON: {exc}") from None
-    if not isinstance(obj, dict):
-        raise Rejected("invalid", f"expected a JSON object, got {type(obj).__name__}")
-    event_id = obj.get("event_id") if isinstance(obj.get("event_id"), str) else None
-    if obj.get("schema_version") != SCHEMA_VERSION:
-        raise Rejected("unknown_version", f"unknown schema_version {obj.get('schema_version')!r}; "
-                                          f"this job reads version {SCHEMA_VERSION}", event_id)
-    try:
-        update = CONTROL_SCHEMAS[schema_name].model_validate(obj)
-    except ValidationError as exc:
-        raise Rejected("invalid", _explain(exc), event_id) from None
+    update = parse_record(CONTROL_SCHEMAS, schema_name, value, max_bytes)
     if isinstance(update, PolicyUpdate):
         policy_of(update)
         return update
@@ -71,7 +52,7 @@ def policy_of(update: PolicyUpdate) -> Policy:
     try:
         policy = load_policy(update.policy)
     except ValidationError as exc:
-        raise Rejected("invalid", f"policy: {_explain(exc)}", update.event_id) from None
+        raise Rejected("invalid", f"policy: {explain(exc)}", update.event_id) from None
     try:
         RuleMatcher(policy.rules)
     except (ValueError, re.error) as exc:  # a rule with nothing to match, or a pattern that does not compile

@@ -4,8 +4,9 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
+from typing import Mapping
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from lifeguard.schemas import INPUT_SCHEMAS, SCHEMA_VERSION, DeadLetter
 
@@ -28,13 +29,14 @@ class Rejected(Exception):
         self.event_id = event_id
 
 
-def _explain(error: ValidationError) -> str:
+def explain(error: ValidationError) -> str:
     problems = [f"{'.'.join(map(str, e['loc'])) or 'record'}: {e['msg']}" for e in error.errors()[:5]]
     return "; ".join(problems)
 
 
-def parse_event(schema_name: str, value: bytes | None, max_bytes: int):
-    """Validates one input record against its topic's schema; raises ``Rejected`` with the reason."""
+def parse_record(schemas: Mapping[str, type[BaseModel]], schema_name: str, value: bytes | None,
+                 max_bytes: int):
+    """Validates one record against ``schemas[schema_name]``; raises ``Rejected`` with the reason."""
     if value is None or len(value) == 0:
         raise Rejected("invalid", "empty record")
     if len(value) > max_bytes:
@@ -54,9 +56,14 @@ def parse_event(schema_name: str, value: bytes | None, max_bytes: int):
         raise Rejected("unknown_version", f"unknown schema_version {obj.get('schema_version')!r}; "
                                           f"this job reads version {SCHEMA_VERSION}", event_id)
     try:
-        return INPUT_SCHEMAS[schema_name].model_validate(obj)
+        return schemas[schema_name].model_validate(obj)
     except ValidationError as exc:
-        raise Rejected("invalid", _explain(exc), event_id) from None
+        raise Rejected("invalid", explain(exc), event_id) from None
+
+
+def parse_event(schema_name: str, value: bytes | None, max_bytes: int):
+    """Validates one input record (chat, uploads, sessions) against its topic's schema."""
+    return parse_record(INPUT_SCHEMAS, schema_name, value, max_bytes)
 
 
 def dead_letter(source: SourceRef, value: bytes | None, rejected: Rejected, now_ms: int) -> DeadLetter:
