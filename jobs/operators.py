@@ -54,61 +54,66 @@ def output_row(topics, output: Output) -> Row:
     return Row(topic, key, output.model_dump_json())
 
 
-class ValidateRecord(ProcessFunction):
-    """Parses each raw record against its topic's schema; anything invalid becomes a dead letter."""
+class _Validate(ProcessFunction):
+    """Parses each raw record against its topic's schema; anything invalid becomes a dead letter.
+    Subclasses name their topics' schemas, how a record is parsed, and what a valid one becomes."""
+
+    dead_letter_metric = "dead_letters"
 
     def __init__(self, cfg: LifeguardConfig):
         self._cfg = cfg
-        topics = cfg.kafka.topics
-        self._schema_of_topic = {topics.chat: "chat", topics.uploads: "uploads", topics.sessions: "sessions"}
+        self._schema_of_topic = self.schemas(cfg.kafka.topics)
 
     def open(self, runtime_context: RuntimeContext):
-        metrics = runtime_context.get_metrics_group()
-        self._dead_letters = metrics.counter("dead_letters")
-        # Session events are validated here; the child-safety feature job turns them into features.
-        self._sessions = metrics.counter("session_events")
+        self._metrics = runtime_context.get_metrics_group()
+        self._dead_letters = self._metrics.counter(self.dead_letter_metric)
 
     def process_element(self, row, ctx):
         value: bytes = row["value"]
         source = SourceRef(row["topic"], row["partition"], row["offset"], ctx.timestamp())
         schema = self._schema_of_topic[source.topic]
         try:
-            event = parse_event(schema, value, self._cfg.limits.max_record_bytes)
+            parsed = self.parse(schema, value, self._cfg.limits.max_record_bytes)
         except Rejected as rejected:
             self._dead_letters.inc()
             yield DEAD_LETTERS, output_row(self._cfg.kafka.topics, dead_letter(source, value, rejected, now_ms()))
             return
-        record = Row(schema, event.user_id, source.topic, source.partition, source.offset, source.kafka_ts,
-                     value.decode("utf-8"))
+        yield from self.forward(schema, parsed, source, value.decode("utf-8"))
+
+
+class ValidateRecord(_Validate):
+    """Chat messages and uploads go on to screening; session events are validated and counted."""
+
+    def schemas(self, topics) -> dict[str, str]:
+        return {topics.chat: "chat", topics.uploads: "uploads", topics.sessions: "sessions"}
+
+    parse = staticmethod(parse_event)
+
+    def open(self, runtime_context: RuntimeContext):
+        super().open(runtime_context)
+        # Session events are validated here; the child-safety feature job turns them into features.
+        self._sessions = self._metrics.counter("session_events")
+
+    def forward(self, schema, event, source: SourceRef, value: str):
         if schema == "sessions":
             self._sessions.inc()
-        else:
-            yield record
-
-
-class ValidateControl(ProcessFunction):
-    """Parses each control record and checks that it can apply (a valid policy document, a well-formed
-    hash); anything else becomes a dead letter here, once, before the update is broadcast."""
-
-    def __init__(self, cfg: LifeguardConfig):
-        self._cfg = cfg
-        topics = cfg.kafka.topics
-        self._schema_of_topic = {topics.policy_updates: POLICY_UPDATES, topics.hash_bank_updates: HASH_BANK_UPDATES}
-
-    def open(self, runtime_context: RuntimeContext):
-        self._dead_letters = runtime_context.get_metrics_group().counter("control_dead_letters")
-
-    def process_element(self, row, ctx):
-        value: bytes = row["value"]
-        source = SourceRef(row["topic"], row["partition"], row["offset"], ctx.timestamp())
-        schema = self._schema_of_topic[source.topic]
-        try:
-            parse_control(schema, value, self._cfg.limits.max_record_bytes)
-        except Rejected as rejected:
-            self._dead_letters.inc()
-            yield DEAD_LETTERS, output_row(self._cfg.kafka.topics, dead_letter(source, value, rejected, now_ms()))
             return
-        yield Row(schema, source.topic, source.partition, source.offset, source.kafka_ts, value.decode("utf-8"))
+        yield Row(schema, event.user_id, source.topic, source.partition, source.offset, source.kafka_ts, value)
+
+
+class ValidateControl(_Validate):
+    """Checks that each control update can apply (a valid policy document, a well-formed hash), so a bad
+    one becomes a dead letter here, once, before the update is broadcast."""
+
+    dead_letter_metric = "control_dead_letters"
+
+    def schemas(self, topics) -> dict[str, str]:
+        return {topics.policy_updates: POLICY_UPDATES, topics.hash_bank_updates: HASH_BANK_UPDATES}
+
+    parse = staticmethod(parse_control)
+
+    def forward(self, schema, update, source: SourceRef, value: str):
+        yield Row(schema, source.topic, source.partition, source.offset, source.kafka_ts, value)
 
 
 class ScreenBatch(KeyedBroadcastProcessFunction):
@@ -202,12 +207,12 @@ class ScreenBatch(KeyedBroadcastProcessFunction):
             yield output_row(self._cfg.kafka.topics, output)
 
     def _screening_inputs(self, records) -> list[ScreeningInput]:
-        events = [parse_event(r["schema"], r["value"].encode("utf-8"), self._cfg.limits.max_record_bytes)
-                  for r in records]
+        raws = [r["value"].encode("utf-8") for r in records]
+        events = [parse_event(r["schema"], raw, self._cfg.limits.max_record_bytes) for r, raw in zip(records, raws)]
         users = [e.user_id for e in events] + [e.recipient_id for e in events if e.recipient_id]
         profiles = self._profiles.profiles(users)
         self._fallbacks.inc(sum(1 for p in profiles.values() if p.fallback_reason))
         return [ScreeningInput(event=e, source=SourceRef(r["topic"], r["partition"], r["offset"], r["kafka_ts"]),
-                               raw=r["value"].encode("utf-8"), sender=profiles[e.user_id],
+                               raw=raw, sender=profiles[e.user_id],
                                recipient=profiles[e.recipient_id] if e.recipient_id else None)
-                for e, r in zip(events, records)]
+                for e, r, raw in zip(events, records, raws)]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from tabulate import tabulate
 
 from lifeguard import kafka_io, localrun
-from lifeguard.config import LifeguardConfig, load_config
+from lifeguard.config import LifeguardConfig, isolated_run_environ, load_config
 from lifeguard.demo import prepare_feast, prepare_services
 from lifeguard.jobrunner import running_job
 from lifeguard.simulator import build_platform, generate_events
@@ -47,17 +47,10 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else float("nan")
 
 
-def _isolated(cfg: LifeguardConfig, run: str, mode: str) -> dict[str, str]:
-    env = {f"LIFEGUARD_KAFKA__TOPICS__{name.upper()}": f"bench-{run}-{name}"
-           for name in cfg.kafka.topics.model_dump()}
-    env.update({"LIFEGUARD_KAFKA__CONSUMER_GROUP": f"bench-{run}", "LIFEGUARD_JOB__PYTHON_EXECUTION_MODE": mode})
-    return env
-
-
 def measure(cfg: LifeguardConfig, job: str, mode: str, backlog: list[dict], rate: float, seconds: float,
             latency_events: list[dict], port: int) -> Figures:
     run = uuid.uuid4().hex[:8]
-    env = _isolated(cfg, run, mode)
+    env = {**isolated_run_environ("bench-", run), "LIFEGUARD_JOB__PYTHON_EXECUTION_MODE": mode}
     job_cfg = load_config(environ={**env})
     localrun.create_topics(job_cfg)
     topics = job_cfg.kafka.topics

@@ -126,6 +126,15 @@ class LifeguardConfig(_Section):
         return relative if relative.is_absolute() else PROJECT_ROOT / relative
 
 
+def isolated_run_environ(prefix: str, run: str) -> dict[str, str]:
+    """Environment overrides giving every topic and the consumer group names of their own, so a test
+    or benchmark run shares a broker without seeing anyone else's records."""
+    env = {f"{ENV_PREFIX}KAFKA__TOPICS__{name.upper()}": f"{prefix}{name.replace('_', '-')}-{run}"
+           for name in Topics.model_fields}
+    env[f"{ENV_PREFIX}KAFKA__CONSUMER_GROUP"] = f"{prefix}group-{run}"
+    return env
+
+
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
     for name, raw in environ.items():

@@ -6,12 +6,8 @@ import uuid
 
 import pytest
 
-from lifeguard.config import LifeguardConfig, load_config
 from lifeguard import localrun
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+from lifeguard.config import LifeguardConfig, isolated_run_environ, load_config
 
 
 @pytest.fixture(scope="session")
@@ -29,10 +25,8 @@ def services(base_config) -> LifeguardConfig:
 def isolated_environ(tmp_path, **extra: str) -> dict[str, str]:
     """Config overrides giving a test its own topics, Feast project and runtime files."""
     run = uuid.uuid4().hex[:8]
-    env = {f"LIFEGUARD_KAFKA__TOPICS__{name.upper()}": f"{name.replace('_', '-')}-{run}"
-           for name in LifeguardConfig().kafka.topics.model_dump()}
+    env = isolated_run_environ("", run)
     env.update({"LIFEGUARD_FEAST__PROJECT": f"test_{run}", "LIFEGUARD_FEAST__DATA_DIR": str(tmp_path / "feast"),
-                "LIFEGUARD_KAFKA__CONSUMER_GROUP": f"test-{run}",
                 "LIFEGUARD_MODELS__IMAGE_BANKS": str(tmp_path / "image_banks.jsonl")})
     env.update(extra)
     return env
