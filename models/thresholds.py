@@ -3,6 +3,10 @@
     python -m models.thresholds            # print the thresholds and what they do on val
     python -m models.thresholds --write    # and rewrite the policy's `thresholds:` block
 
+The scores are the cascade's (`udfs.text_model.TextModel` with its second stage), as the job computes
+them: for the minor bands with ``minor_involved`` true (a child is at one end, so more messages reach
+the second stage), for the adult band with it false.
+
 Each threshold is the lowest value on a 0.01 grid at which at most a target share of the category's
 val NEGATIVES score at or above it (the policy's ">="): a quantile of the negatives' scores, rounded up
 so that the val false-positive rate never exceeds the target. The targets (`TARGET_FPR`) depend on the
@@ -21,10 +25,16 @@ negatives, so it stays put when a base rate is revised (the model's ranking does
 prior). What it does not fix: val negatives are tweets, Wikipedia talk pages, SMS, Reddit posts and
 passages, not children's game chat, and for sexual, sexual_minors, self_harm and spam most of them are
 easy borrowed Jigsaw negatives. The false-positive rate on real chat will differ (see models/README.md).
+
+Voice transcripts: the policy raises every model threshold by its ``voice_margin`` for them. The report
+checks that margin on val text made to look like a speech-to-text transcript (`as_transcript`: no case,
+no punctuation, about 10% of words dropped or swapped for another val word): per category, band and
+action, the transcripts' false-positive rate and recall at the text threshold and at threshold + margin.
 """
 from __future__ import annotations
 
 import argparse
+import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +50,9 @@ from udfs.policy import Policy, load_policy
 from udfs.text_model import CATEGORIES, TextModel
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "build" / "text_linear.onnx"
+DEFAULT_SECOND_STAGE = Path(__file__).resolve().parent / "build" / "text_minilm.onnx"
+MINOR_BANDS = tuple(band for band in AgeBand if band.is_minor)
+ADULT_BANDS = tuple(band for band in AgeBand if not band.is_minor)
 DEFAULT_POLICY = Path(__file__).resolve().parent.parent / "flink-conf" / "policy.yaml"
 
 ACTION_ORDER = ("warn", "review", "block")  # least to most severe; thresholds must not decrease along it
@@ -143,12 +156,12 @@ class Threshold:
 Derived = dict[str, dict[AgeBand, dict[str, Threshold]]]
 
 
-def derive(val: Mapping[str, Labelled]) -> Derived:
-    """Per category and band, a Threshold per action the category gets (`ACTIONS`)."""
+def derive(val: Mapping[str, Labelled], bands: Sequence[AgeBand] = tuple(AgeBand)) -> Derived:
+    """Per category and band of `bands`, a Threshold per action the category gets (`ACTIONS`)."""
     derived: Derived = {}
     for category, rows in val.items():
         derived[category] = {}
-        for band in AgeBand:
+        for band in bands:
             targets = TARGET_FPR[band]
             values = ordered({action: fpr_quantile(rows.negatives, targets[action])
                               for action in actions_for(category, band)})
@@ -160,6 +173,12 @@ def derive(val: Mapping[str, Labelled]) -> Derived:
                 for action, value in values.items()
             }
     return derived
+
+
+def derive_by_band(minor_val: Mapping[str, Labelled], adult_val: Mapping[str, Labelled]) -> Derived:
+    """The minor bands' thresholds from scores with a minor involved, the adult band's from scores without."""
+    minors, adults = derive(minor_val, MINOR_BANDS), derive(adult_val, ADULT_BANDS)
+    return {category: {band: {**minors[category], **adults[category]}[band] for band in AgeBand} for category in minors}
 
 
 def val_records(data_dir: Path = DEFAULT_DATA_DIR) -> list[LabelledText]:
@@ -178,17 +197,20 @@ def by_category(records: Sequence[LabelledText], scores: np.ndarray, categories:
     return val
 
 
-def load_val(model: TextModel, data_dir: Path = DEFAULT_DATA_DIR) -> dict[str, Labelled]:
-    """The val rows scored by `model`, per category it scores (each only on the rows that label it)."""
+def load_val(model: TextModel, data_dir: Path = DEFAULT_DATA_DIR) -> tuple[dict[str, Labelled], dict[str, Labelled]]:
+    """The val rows scored by `model` with and without a minor involved, per category it scores (each
+    only on the rows that label it): what `derive_by_band` takes."""
     records = val_records(data_dir)
-    return by_category(records, score(model, [record.text for record in records]), model.categories)
+    texts = [record.text for record in records]
+    return tuple(by_category(records, model.score_matrix(texts, minor, SCORING_BATCH), model.categories) for minor in (True, False))
 
 
-def strongest_action_rates(derived: Derived, scores: np.ndarray, categories: Sequence[str]) -> dict[AgeBand, dict[str, float]]:
-    """Per band, the share of rows (`scores` float[rows, categories]) whose strongest model action,
-    over all categories, is warn, review or block: what the heads' false positives add up to."""
+def strongest_action_rates(derived: Derived, scores: np.ndarray, categories: Sequence[str],
+                           bands: Sequence[AgeBand] = tuple(AgeBand)) -> dict[AgeBand, dict[str, float]]:
+    """Per band of `bands`, the share of rows (`scores` float[rows, categories]) whose strongest model
+    action, over all categories, is warn, review or block: what the heads' false positives add up to."""
     rates = {}
-    for band in AgeBand:
+    for band in bands:
         strongest = np.full(len(scores), -1)
         for column, category in enumerate(categories):
             for level, action in enumerate(ACTION_ORDER):
@@ -199,12 +221,65 @@ def strongest_action_rates(derived: Derived, scores: np.ndarray, categories: Seq
     return rates
 
 
-def score(model: TextModel, texts: Sequence[str]) -> np.ndarray:
-    """float[len(texts), len(model.categories)], in batches as the job scores them."""
-    rows = []
-    for start in range(0, len(texts), SCORING_BATCH):
-        rows += [[scores[c] for c in model.categories] for scores in model.score_batch(texts[start:start + SCORING_BATCH])]
-    return np.array(rows, dtype=np.float64).reshape(len(texts), len(model.categories))
+
+# Voice transcripts
+
+TRANSCRIPT_WORD_ERROR = 0.10  # a typical word error rate of speech-to-text on casual speech
+_PUNCTUATION = re.compile(r"[^\w\s']+")
+
+
+def as_transcript(text: str, vocabulary: Sequence[str], rng: random.Random) -> str:
+    """`text` as a speech-to-text system might write it: lower case, no punctuation, and each word with
+    a TRANSCRIPT_WORD_ERROR chance of being dropped (half the time) or heard as another word of
+    `vocabulary` (the other half)."""
+    words = []
+    for word in _PUNCTUATION.sub(" ", text.lower()).split():
+        draw = rng.random()
+        if draw < TRANSCRIPT_WORD_ERROR / 2:
+            continue
+        words.append(rng.choice(vocabulary) if draw < TRANSCRIPT_WORD_ERROR else word)
+    return " ".join(words)
+
+
+def transcripts(texts: Sequence[str], seed: int = 0) -> list[str]:
+    """Every text `as_transcript`, with the texts' own words as the vocabulary; seeded."""
+    vocabulary = sorted({word for text in texts for word in _PUNCTUATION.sub(" ", text.lower()).split()})
+    rng = random.Random(seed)
+    return [as_transcript(text, vocabulary, rng) for text in texts]
+
+
+def voice_report(derived: Derived, text_val: Mapping[str, Labelled], voice_val: Mapping[str, Labelled],
+                 margin: float, band: AgeBand) -> str:
+    """Markdown: for `band`, each threshold's val FPR and recall on text, on transcripts, and on
+    transcripts at threshold + `margin` (the policy's voice rule, capped at 1)."""
+    out = [f"\nVoice, {band.value}: val text vs the same rows as transcripts (as_transcript), voice_margin {margin:.2f}\n",
+           "| category | action | threshold | text FPR / recall | transcript FPR / recall | transcript at +margin | "
+           "margin needed |",
+           "|---|---|---|---|---|---|---|"]
+    needed = []
+    for category, bands in derived.items():
+        for action, t in bands[band].items():
+            raised = min(t.value + margin, 1.0)
+            cells = [_rates(text_val[category], t.value), _rates(voice_val[category], t.value),
+                     _rates(voice_val[category], raised)]
+            needed.append(margin_needed(voice_val[category].negatives, t.value, t.target_fpr))
+            out.append(f"| {category} | {action} | {t.value:.2f} | " + " | ".join(cells) + f" | {needed[-1]:.2f} |")
+    out.append(f"\nThe smallest voice_margin that keeps every {band.value} threshold within its target false-positive "
+               f"rate on transcripts: {max(needed):.2f}")
+    return "\n".join(out)
+
+
+def margin_needed(negative_scores: np.ndarray, threshold: float, target_fpr: float) -> float:
+    """The smallest margin on the 0.01 grid at which at most `target_fpr` of `negative_scores` reach
+    min(threshold + margin, 1), the policy's voice rule."""
+    for margin in np.round(np.arange(0, 101) / 100, 2):
+        if np.mean(negative_scores >= min(threshold + margin, 1.0)) <= target_fpr:
+            return float(margin)
+    return 1.0
+
+
+def _rates(rows: Labelled, threshold: float) -> str:
+    return f"{np.mean(rows.negatives >= threshold):.2%} / {np.mean(rows.positives >= threshold):.0%}"
 
 
 # The policy file
@@ -313,18 +388,26 @@ def report(derived: Derived, val: Mapping[str, Labelled], clean_rates: Mapping[A
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m models.thresholds", description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help="rewrite the thresholds block of the policy")
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="the built model (default: %(default)s)")
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="the first stage (default: %(default)s)")
+    parser.add_argument("--second-stage", type=Path, default=DEFAULT_SECOND_STAGE,
+                        help="the cascade's second stage (default: %(default)s)")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="the shared/data folder")
     parser.add_argument("--policy", type=Path, default=DEFAULT_POLICY, help="the policy (default: %(default)s)")
     args = parser.parse_args(argv)
 
-    model = TextModel.load(args.model, prefer_gpu=False)
+    model = TextModel.load(args.model, prefer_gpu=False, second_stage=args.second_stage)
     records = val_records(args.data_dir)
-    scores = score(model, [record.text for record in records])
-    val = by_category(records, scores, model.categories)
-    derived = derive(val)
+    texts = [record.text for record in records]
+    minor_scores, adult_scores = model.score_matrix(texts, True, SCORING_BATCH), model.score_matrix(texts, False, SCORING_BATCH)
+    minor_val, adult_val = (by_category(records, s, model.categories) for s in (minor_scores, adult_scores))
+    derived = derive_by_band(minor_val, adult_val)
     clean = [i for i, record in enumerate(records) if all(record.labels.get(c) == 0 for c in model.categories)]
-    print(report(derived, val, strongest_action_rates(derived, scores[clean], model.categories), len(clean)))
+    clean_rates = (strongest_action_rates(derived, minor_scores[clean], model.categories, MINOR_BANDS)
+                   | strongest_action_rates(derived, adult_scores[clean], model.categories, ADULT_BANDS))
+    print(f"model {model.version}: second stage scored {model.escalated} of {model.scored} val scorings")
+    print(report(derived, minor_val, clean_rates, len(clean)))
+    voice_val = by_category(records, model.score_matrix(transcripts(texts), True, SCORING_BATCH), model.categories)
+    print(voice_report(derived, minor_val, voice_val, load_policy(args.policy).voice_margin, AgeBand.UNDER_13))
     if args.write:
         wrote = write_policy(args.policy, derived, model.version)
         print(f"\n{'rewrote the thresholds of' if wrote else 'no change to'} {args.policy}")

@@ -41,13 +41,13 @@ import yaml
 from onnx import TensorProto, helper, numpy_helper
 from scipy.optimize import minimize
 from scipy.special import expit, logit
-from scipy.stats import rankdata
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score, roc_curve
+from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
 from lifeguard import PROJECT_ROOT
 from lifeguard.schemas import AgeBand
 from models.datasets import DATA_SETS, DEFAULT_DATA_DIR, DataSet, LabelledText, load, nontoxic_identity_templates
+from models.metrics import auc_interval, expected_calibration_error, prior_weights, recall_at_fpr
 from models.splits import split_of
 from udfs.policy import Policy, load_policy
 from udfs.text_features import FeaturizerParams, vectorize
@@ -71,7 +71,6 @@ OPSET = 17
 IR_VERSION = 8  # readable by every onnxruntime the project allows (>= 1.19)
 
 FALSE_POSITIVE_BUDGET = 0.01  # for "recall at 1% FPR"
-CALIBRATION_BINS = 10
 BOOTSTRAP_RESAMPLES = 500
 SCORING_BATCH = 128
 
@@ -481,59 +480,14 @@ def classification_metrics(labels: np.ndarray, scores: np.ndarray, base_rate: fl
         weights = prior_weights(labels, base_rate)
         metrics |= {
             "roc_auc": round(roc_auc_score(labels, scores), 4),
-            "roc_auc_95ci": _bootstrap_auc_interval(labels, scores),
+            "roc_auc_95ci": [round(q, 4) for q in auc_interval(labels, scores, BOOTSTRAP_RESAMPLES, SEED)],
             "pr_auc": round(average_precision_score(labels, scores), 4),
-            "recall_at_1pct_fpr": round(recall_at_false_positive_rate(labels, scores, FALSE_POSITIVE_BUDGET), 4),
+            "recall_at_1pct_fpr": round(recall_at_fpr(labels, scores, FALSE_POSITIVE_BUDGET), 4),
             "brier_chat_reweighted": round(brier_score_loss(labels, scores, sample_weight=weights), 4),
             "ece_chat_reweighted": round(expected_calibration_error(labels, scores, weights), 4),
         }
     return metrics
 
-
-def prior_weights(labels: np.ndarray, base_rate: float) -> np.ndarray:
-    """Importance weights per class that make 0/1 `labels` have positive rate `base_rate`:
-    positives weigh base_rate / p, negatives (1 - base_rate) / (1 - p), where p = labels.mean()."""
-    p = labels.mean()
-    return np.where(labels == 1, base_rate / p, (1 - base_rate) / (1 - p))
-
-
-def recall_at_false_positive_rate(labels: np.ndarray, scores: np.ndarray, budget: float) -> float:
-    false_positive_rate, true_positive_rate, _ = roc_curve(labels, scores)
-    return float(true_positive_rate[false_positive_rate <= budget].max())
-
-
-def expected_calibration_error(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray | None = None) -> float:
-    """Mean |predicted - observed| over 10 equal-width probability bins, weighted by bin size (the
-    sum of the rows' `weights`, 1 each by default); within a bin, means are weighted the same way."""
-    weights = np.ones(len(labels)) if weights is None else np.asarray(weights, dtype=float)
-    bins = np.minimum((scores * CALIBRATION_BINS).astype(int), CALIBRATION_BINS - 1)
-    error = 0.0
-    for b in np.unique(bins):
-        in_bin = bins == b
-        w = weights[in_bin]
-        gap = np.average(scores[in_bin], weights=w) - np.average(labels[in_bin], weights=w)
-        error += w.sum() / weights.sum() * abs(gap)
-    return float(error)
-
-
-def _bootstrap_auc_interval(labels: np.ndarray, scores: np.ndarray) -> list[float]:
-    """A 95% percentile bootstrap interval: several test sets have fewer than 10 positives."""
-    rng = np.random.default_rng(SEED)
-    aucs = []
-    for _ in range(BOOTSTRAP_RESAMPLES):
-        sample = rng.integers(0, len(labels), len(labels))
-        if 0 < labels[sample].sum() < len(sample):
-            aucs.append(_rank_auc(labels[sample], scores[sample]))
-    return [round(float(q), 4) for q in np.percentile(aucs, [2.5, 97.5])]
-
-
-def _rank_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """ROC-AUC as the Mann-Whitney statistic (ties count half): equal to roc_auc_score, and fast
-    enough to run hundreds of times per metric."""
-    positive = labels == 1
-    n_positive, n_negative = positive.sum(), (~positive).sum()
-    rank_sum = rankdata(scores)[positive].sum()
-    return float((rank_sum - n_positive * (n_positive + 1) / 2) / (n_positive * n_negative))
 
 
 if __name__ == "__main__":

@@ -141,3 +141,74 @@ def test_combined_evasions_from_obscenity_readme():
 def test_is_idempotent(text):
     once = normalize(text)
     assert normalize(once) == once
+
+
+# ---- look-alikes from the kept Unicode data, emoji, and the forms the rules match ----------------
+
+from udfs.normalize import latin_lookalikes, match_forms  # noqa: E402
+
+LOOKALIKES_FROM_UNICODE_DATA = [
+    ("кіll", "kill"),  # Cyrillic к: UTS #39 maps it to ĸ, its capital К to K
+    ("тнот", "thot"),  # Cyrillic т, н (small-capital look-alikes)
+    ("βitch", "bitch"),  # Greek β: one letter (b) beats UTS #39's ß -> ss
+    ("ꜰᴜᴄᴋ ʏᴏᴜ", "fuck you"),  # Latin small capitals
+    ("ƈunt", "cunt"),  # c with hook: not in the table, named LATIN SMALL LETTER C WITH HOOK
+]
+
+
+@pytest.mark.parametrize("text, expected", LOOKALIKES_FROM_UNICODE_DATA)
+def test_folds_lookalikes_derived_from_unicode_confusables(text, expected):
+    assert normalize(text) == expected
+
+
+def test_lookalike_table_comes_from_the_data_file_and_leaves_ascii_to_leetspeak():
+    table = latin_lookalikes()
+    assert len(table) > 1500  # derived, not hand-typed
+    assert not any(char.isascii() for char in table)
+    assert all(value.isascii() and value.isalpha() and value == value.lower() for value in table.values())
+
+
+@pytest.mark.parametrize("text, folded", [
+    ("you 🖕", "you middle finger"),
+    ("🔪🔪 u", "kitchen knife kitchen knife u"),
+    ("gg 👍🏽", "gg thumbs up medium skin tone"),
+    ("no emoji here", "no emoji here"),
+])
+def test_match_forms_read_emoji_as_their_names(text, folded):
+    assert match_forms(text).folded == folded
+
+
+def test_match_forms_keep_digits_for_numbers_and_leave_the_model_input_without_emoji_names():
+    forms = match_forms("Call ME 555-123-4567 🍕")
+    assert forms.plain == "call me 555-123-4567 🍕"  # the phone number intact
+    assert forms.folded == "call me 555-123-4567 pizza"  # elongation kept: the rules weigh it
+    assert normalize("Call ME 555-123-4567 🍕") == "call me 55-123-4567 🍕"  # the model's input: no emoji names
+
+
+# ---- the words the rules read every way (match_forms(...).disguised) ----------------------------
+
+from udfs.normalize import LEET, SYMBOL_READINGS  # noqa: E402
+
+
+@pytest.mark.parametrize("text, disguised", [
+    ("f*ck you", ("f*ck",)),  # masked letter
+    ("you b#tch!", ("b#tch",)),
+    ("f.ck", ("f.ck",)),  # one "." in a word of 4 or more
+    ("sh_t", ("sh_t",)),
+    ("5h1t and @rgy", ("5h1t", "@rgy")),  # digits and symbols
+    ("@$$", ("@$$",)),  # symbols alone, when two or more
+    ("*hugs*", ()),  # emphasis
+    ("***triggers", ()),  # markup, stripped: then a plain word
+    ("k.k..where e.g. cool_kid_12", ()),  # "." and "_" joining words
+    ("i have 1000 robux, 3.5 stars", ()),  # numbers
+    ("f*** ****", ()),  # more mask than letter
+    ("hello there", ()),
+])
+def test_disguised_words(text, disguised):
+    assert match_forms(text).disguised == disguised
+
+
+def test_normalize_reads_each_symbol_its_likeliest_way():
+    # the text model's input must not change with the extra readings the rules weigh
+    assert LEET == {char: readings[0] for char, readings in SYMBOL_READINGS.items()}
+    assert normalize("1ez sh1t @rgy") == "iez shit argy"

@@ -1,4 +1,4 @@
-from pathlib import Path
+import json
 
 import pytest
 
@@ -46,7 +46,7 @@ def test_policy_rejects_missing_bands():
     ("this level kills me lol, classic", True, []),
 ])
 def test_rules(text, minor, rule_ids):
-    hits = RuleMatcher(POLICY.rules).match(text, minor)
+    hits = RuleMatcher(POLICY.rules, POLICY.allowlist).match(text, minor)
     assert [h.rule.id for h in hits] == rule_ids
 
 
@@ -78,3 +78,25 @@ def test_a_threat_block_yields_to_review_when_self_harm_is_signalled():
     assert [s.action for s in softened] == [Action.REVIEW, Action.REVIEW]
     assert "review instead of block (self_harm present)" in softened[0].reason
     assert soften(POLICY, signals[:1]) == signals[:1]  # a threat alone still blocks
+
+
+def _source_entries() -> set[str]:
+    """The entries of the kept lists in udfs/data (udfs/data/README.md), as the profanity rule writes
+    them: dsojevic's "match" alternatives, whose "*" (a repeatable letter) and "-" it drops."""
+    data = PROJECT_ROOT / "udfs/data"
+    ldnoobw = data.joinpath("profanity_ldnoobw_en.txt").read_text(encoding="utf-8").splitlines()
+    dsojevic = [match for entry in json.loads(data.joinpath("profanity_dsojevic_en.json").read_text(encoding="utf-8"))
+                for match in entry["match"].split("|")]
+    return {entry.strip().lower().replace("*", "").replace("-", " ") for entry in ldnoobw + dsojevic if entry.strip()}
+
+
+def test_every_profanity_keyword_comes_from_a_kept_list_or_the_project():
+    # The project's own first line; every other keyword is a source entry or its root with "*".
+    own = {"*fuck*", "motherf*", "*shit*", "bitch*", "*cunt*", "asshole*", "dumbass*", "jackass*", "dickhead*",
+           "bastard*", "whore*", "slut*", "wanker*", "twat*", "ass", "asses", "stfu", "gtfo", "middle finger"}
+    sources = _source_entries()
+    (profanity,) = [rule for rule in POLICY.rules if rule.id == "profanity"]
+    assert len(profanity.keywords) > 500
+    foreign = [k for k in profanity.keywords if k not in own and k.strip("*") not in sources]
+    assert foreign == []
+    assert profanity.action is Action.WARN and profanity.minors_only

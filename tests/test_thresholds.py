@@ -4,11 +4,12 @@ import pytest
 
 from lifeguard import PROJECT_ROOT
 from lifeguard.schemas import AgeBand
-from models import thresholds, train_text
+from models import thresholds, train_text, train_text_stage2
 from udfs.policy import load_policy
 from udfs.text_model import TextModel
 
 MODEL_PATH = PROJECT_ROOT / "models" / "build" / "text_linear.onnx"
+STAGE2_PATH = PROJECT_ROOT / "models" / "build" / "text_minilm.onnx"
 POLICY_PATH = PROJECT_ROOT / "flink-conf" / "policy.yaml"
 BANDS = list(AgeBand)  # youngest first
 
@@ -154,13 +155,43 @@ def test_bump_version_needs_a_counter():
         thresholds.bump_version("version: 3\n")
 
 
+def test_minor_bands_take_the_scores_with_a_minor_involved_and_adults_the_others():
+    minor_val = _synthetic_val()
+    adult_val = {category: thresholds.Labelled(rows.scores / 2, rows.labels) for category, rows in minor_val.items()}
+    derived = thresholds.derive_by_band(minor_val, adult_val)
+    assert {band: limits for band, limits in derived["threat"].items() if band.is_minor} == \
+        thresholds.derive(minor_val, thresholds.MINOR_BANDS)["threat"]
+    assert derived["threat"][AgeBand.ADULT] == thresholds.derive(adult_val, [AgeBand.ADULT])["threat"][AgeBand.ADULT]
+    assert list(derived["threat"]) == BANDS
+
+
+def test_a_transcript_has_no_case_or_punctuation_and_about_a_tenth_of_words_changed():
+    text = "Hello, World! I'm going to the PARK today; see you there? " * 20
+    plain = thresholds._PUNCTUATION.sub(" ", text.lower()).split()
+    (transcript,) = thresholds.transcripts([text])
+    words = transcript.split()
+    assert transcript == transcript.lower() and not set(",!?;") & set(transcript)
+    assert set(words) <= set(plain)  # mistakes are other words of the vocabulary, never new strings
+    assert 0.9 * len(plain) < len(words) < len(plain)  # about 5% of words dropped
+    assert words != plain[:len(words)]
+    assert thresholds.transcripts([text]) == [transcript]  # seeded
+
+
+def test_margin_needed_is_the_smallest_step_that_brings_transcripts_within_the_target():
+    assert thresholds.margin_needed(EVEN, 0.90, 0.10) == 0.0  # already within: no margin
+    assert thresholds.margin_needed(EVEN, 0.90, 0.05) == 0.05  # 5 of 100 reach 0.95
+    assert thresholds.margin_needed(EVEN, 0.98, 0.0) == 0.02  # only a threshold of 1 lets none through
+
+
 def test_shipped_policy_has_exactly_the_thresholds_derived_from_val():
-    """Rescoring the val split (about 10 s) gives the shipped block byte for byte: nobody edited it by
-    hand, and the model it was derived from is the one built."""
+    """Rescoring the val split with the cascade (about a minute) gives the shipped block byte for byte:
+    nobody edited it by hand, and the models it was derived from are the ones built."""
     if not MODEL_PATH.exists():
         train_text.main(["--out", str(MODEL_PATH)])
-    model = TextModel.load(MODEL_PATH, prefer_gpu=False)
-    derived = thresholds.derive(thresholds.load_val(model))
+    if not STAGE2_PATH.exists():
+        train_text_stage2.main(["--stage1", str(MODEL_PATH), "--out", str(STAGE2_PATH)])
+    model = TextModel.load(MODEL_PATH, prefer_gpu=False, second_stage=STAGE2_PATH)
+    derived = thresholds.derive_by_band(*thresholds.load_val(model))
     shipped = load_policy(POLICY_PATH)
     unscored = [category for category in shipped.thresholds if category not in derived]
     assert unscored == ["pii"]

@@ -1,4 +1,4 @@
-"""Links in chat: extraction that survives light obfuscation, and a host/URL blocklist.
+"""Links in chat: extraction that survives obfuscation, a host/URL blocklist, and a URL model.
 
 Never resolves or fetches anything: a link's risk comes from the text alone.
 """
@@ -6,15 +6,27 @@ from __future__ import annotations
 
 import csv
 import re
+import unicodedata
 from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 from typing import Iterable
 
-# "example dot com", "example[.]com", "example (dot) com" -> "example.com"
-_DOT_WORD = re.compile(r"\s*(?:\[\s*\.\s*\]|\(\s*dot\s*\)|\[\s*dot\s*\]|\s+dot\s+)\s*", re.IGNORECASE)
+from fraudurl.lexical import extract as url_features
+from fraudurl.model import Model
+
+from udfs.normalize import latin_lookalikes, strip_marks_and_invisibles
+
+# "example dot com", "example[.]com", "example (dot) com", "example . com", "example .com" -> "example.com".
+# A dot followed but not preceded by a space ends a sentence ("ok. so"), so that one stays.
+_DOT_WORD = re.compile(r"\s*(?:\[\s*(?:\.|dot)\s*\]|\(\s*(?:\.|dot)\s*\)|\s+dot\s+|\s+\.\s*)\s*", re.IGNORECASE)
+# "discord dot gg slash abc" -> "discord.gg/abc"
+_SLASH_WORD = re.compile(r"\s+slash\s+", re.IGNORECASE)
 _LINK = re.compile(
-    r"(?:(?:https?|hxxps?)://)?"                      # optional scheme, defanged too
-    r"((?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,24}"  # host name
+    r"(?<![@\w.-])"                                   # not the domain of an e-mail address, not mid-word
+    r"(?:(https?|hxxps?)://)?"                        # optional scheme, defanged too
+    r"((?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+[^\W\d_]{2,24}"  # host name, any script (look-alikes fold later)
     r"|\d{1,3}(?:\.\d{1,3}){3})"                      # or an IPv4 address
     r"(?::\d{2,5})?"                                  # optional port
     r"(/[^\s<>\"']*)?",                               # optional path
@@ -25,20 +37,66 @@ _LINK = re.compile(
 class Link:
     host: str
     path: str
+    scheme: str = ""  # "http" or "https" when written (defanged "hxxp" read as "http")
+    # The host was written with look-alike letters from another script ("раураl.com"): a disguise.
+    lookalike: bool = False
 
     @property
     def target(self) -> str:
         return self.host + self.path
 
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.target}" if self.scheme else self.target
+
 
 def extract_links(text: str) -> list[Link]:
-    undotted = _DOT_WORD.sub(".", text)
+    """Links written in the text, however spelled; hosts in lower case with look-alike letters folded,
+    paths as written."""
+    # Compatibility-folded but not case-folded: a URL's path is case-sensitive, and the URL model reads case.
+    plain = strip_marks_and_invisibles(unicodedata.normalize("NFKD", text))
+    undotted = _SLASH_WORD.sub("/", _DOT_WORD.sub(".", plain))
     links = []
     for match in _LINK.finditer(undotted):
-        host = match.group(1).lower().rstrip(".")
-        path = (match.group(2) or "").rstrip(".,!?)")
-        links.append(Link(host, path))
-    return links
+        written_host = match.group(2).rstrip(".").casefold()
+        host = _fold_host(written_host)
+        scheme = (match.group(1) or "").lower().replace("hxxp", "http")
+        if not scheme and not _has_real_tld(host):  # "ok.they said": a missing space, not a link
+            continue
+        path = (match.group(3) or "").rstrip(".,!?)")
+        links.append(Link(host, path, scheme, lookalike=host != written_host and host.isascii()))
+    return list(dict.fromkeys(links))
+
+
+def _fold_host(host: str) -> str:
+    if host.isascii():
+        return host
+    lookalikes = latin_lookalikes()
+    return "".join(lookalikes.get(char, char) for char in host)
+
+
+@lru_cache(maxsize=1)
+def top_level_domains() -> frozenset[str]:
+    """Every top-level label in the Public Suffix List that fraudurl ships (MPL-2.0), in ASCII and Unicode."""
+    rules = (resources.files("fraudurl") / "data" / "public_suffix_list.dat").read_text(encoding="utf-8")
+    return frozenset(line.split(".")[-1].lstrip("!*") for line in rules.splitlines()
+                     if line.strip() and not line.startswith("//"))
+
+
+def _has_real_tld(host: str) -> bool:
+    tld = host.rsplit(".", 1)[-1]
+    return tld.isdigit() or tld in top_level_domains()
+
+
+def listed_site(link: Link, sites: Iterable[str]) -> str | None:
+    """The first of ``sites`` the link is on: a domain ("t.me") covers its subdomains, a domain with a
+    path ("discord.com/invite") the pages under that path."""
+    for site in sites:
+        domain, _, path = site.lower().partition("/")
+        on_domain = link.host == domain or link.host.endswith("." + domain)
+        if on_domain and (not path or link.path.lstrip("/").startswith(path)):
+            return site
+    return None
 
 
 @dataclass(frozen=True)
@@ -70,3 +128,29 @@ class Blocklist:
                 return ".".join(parts[i:])
         target = link.target.lower()
         return target if target in self.targets else None
+
+
+class UrlModel:
+    """fraudurl's offline model (MIT; gradient-boosted trees on 83 features of the URL text, Platt-
+    calibrated): the probability that a URL is phishing, from the URL alone. Only its URL-text
+    feature extractor and model are used; its optional DNS/RDAP look-ups (``fraudurl.enrich``) are
+    never imported, so scoring cannot touch the network. Load it once, in an operator's ``open()``.
+    """
+
+    MODEL_FILE = "model_safe.json"
+
+    def __init__(self):
+        self._model = Model(str(resources.files("fraudurl") / "data" / self.MODEL_FILE))
+        # 400 trees in plain Python take milliseconds, and chat repeats its links: each URL once.
+        self._probability_of_url = lru_cache(maxsize=8192)(self._score_url)
+
+    def probability(self, link: Link) -> float | None:
+        """Calibrated phishing probability, or None when fraudurl cannot parse the URL."""
+        return self._probability_of_url(link.url)
+
+    def _score_url(self, url: str) -> float | None:
+        features = url_features(url)
+        if features.get("parse_error"):
+            return None
+        _, probability, _, _ = self._model.predict(features, want_reasons=False)
+        return probability

@@ -1,24 +1,35 @@
-"""The linear text model at run time: calibrated per-category probabilities for a batch of texts.
+"""The text model at run time: calibrated per-category probabilities for a batch of texts, by a cascade.
 
-The model is one ONNX graph built by `models/train_text.py` (`make models`). Everything the runtime
-needs besides the weights travels in the file's metadata: the model version, the categories it
-scores (in column order) and the featurizer's parameters. Create a `TextModel` in an operator's
-``open()``, never at import: the session is heavy and cannot be pickled.
+Stage 1, for every message: the linear char n-gram model, one ONNX graph built by
+`models/train_text.py`. Stage 2, only for what stage 1 leaves uncertain or where a minor is involved:
+the MiniLM sentence encoder with stacked heads, one ONNX graph built by `models/train_text_stage2.py`
+that reads the text's tokens and its stage-1 scores. Each stage runs once per batch, never once per
+record. Everything the runtime needs besides the weights travels in each file's metadata: versions,
+categories (in column order), the featurizer's parameters, and the cascade's bounds.
+
+Create a `TextModel` in an operator's ``open()``, never at import: the sessions are heavy and cannot be
+pickled.
 """
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
+import numpy as np
 import onnxruntime
+from tokenizers import Tokenizer
 
+from udfs.sentence_encoder import DEFAULT_TOKENIZER, EncoderLoadError, encode, load_tokenizer, providers
 from udfs.text_features import FeaturizerParams, featurize
 
 # The canonical category names of the whole project, in a fixed order.
 CATEGORIES = ("toxicity", "hate", "threat", "sexual", "sexual_minors", "self_harm", "pii", "spam")
 
 REQUIRED_METADATA = ("version", "categories", "featurizer")
+REQUIRED_STAGE2_METADATA = ("version", "categories", "stage1_version", "cascade")
+STAGE1_INPUT = "stage1_scores"  # the second stage's input of first-stage scores float32[N, C]
 BUILD_HINT = "run `make models` to build it"
 
 
@@ -26,37 +37,125 @@ class ModelLoadError(RuntimeError):
     """The model file is missing, unreadable or not a Lifeguard text model."""
 
 
+@dataclass(frozen=True)
+class CascadeBounds:
+    """When a message goes to the second stage, per category it serves (first-stage scores, set on val):
+    ``low <= score < high`` (stage 1 is unsure), or, when a minor is involved, ``score >= benign``."""
+
+    low: Mapping[str, float]
+    high: Mapping[str, float]
+    benign: Mapping[str, float]
+
+    def escalate(self, scores: np.ndarray, categories: Sequence[str], minor_involved: np.ndarray) -> np.ndarray:
+        """bool[N]: which rows of first-stage `scores` float[N, C] (columns `categories`) go to stage 2."""
+        chosen = np.zeros(len(scores), dtype=bool)
+        for column, category in enumerate(categories):
+            if category not in self.low:
+                continue
+            column_scores = scores[:, column]
+            chosen |= (column_scores >= self.low[category]) & (column_scores < self.high[category])
+            chosen |= minor_involved & (column_scores >= self.benign[category])
+        return chosen
+
+
+class SecondStage:
+    """The encoder-and-heads graph and its tokenizer; `run` scores the rows it is given."""
+
+    def __init__(self, session: onnxruntime.InferenceSession, tokenizer: Tokenizer, version: str,
+                 bounds: CascadeBounds):
+        self._session = session
+        self._tokenizer = tokenizer
+        self.version = version
+        self.bounds = bounds
+
+    def run(self, texts: Sequence[str], stage1_scores: np.ndarray) -> np.ndarray:
+        """float32[N, C] for `texts`, given their first-stage scores float32[N, C]; one session run."""
+        feeds = encode(self._tokenizer, texts) | {STAGE1_INPUT: stage1_scores.astype(np.float32)}
+        (scores,) = self._session.run(["scores"], feeds)
+        return scores
+
+
 class TextModel:
     def __init__(self, session: onnxruntime.InferenceSession, version: str,
-                 categories: tuple[str, ...], featurizer: FeaturizerParams):
+                 categories: tuple[str, ...], featurizer: FeaturizerParams, second_stage: SecondStage | None = None):
         self._session = session
-        self.version = version
         # Only the categories the model was trained on (pii has no training data: rules handle it).
         self.categories = categories
         self.featurizer = featurizer
+        self.second_stage = second_stage
+        self.version = version if second_stage is None else f"{version}+{second_stage.version}"
+        # Messages scored, and of them those the second stage scored: its share is escalated / scored.
+        self.scored = 0
+        self.escalated = 0
 
     @classmethod
-    def load(cls, path: Path, prefer_gpu: bool = True) -> "TextModel":
+    def load(cls, path: Path, prefer_gpu: bool = True, second_stage: Path | None = None,
+             tokenizer: Path | None = None) -> "TextModel":
+        """The first stage from `path`; with `second_stage`, the cascade (its tokenizer from `tokenizer`,
+        by default the one `make models` copies to models/build/)."""
         path = Path(path)
-        if not path.is_file():
-            raise ModelLoadError(f"text model {path} not found: {BUILD_HINT}")
-        try:
-            session = onnxruntime.InferenceSession(str(path), providers=_providers(prefer_gpu))
-        except Exception as error:  # onnxruntime raises several types for a corrupt or truncated file
-            raise ModelLoadError(f"text model {path} cannot be loaded ({error}): {BUILD_HINT}") from error
+        session = _session(path, prefer_gpu)
         version, categories, featurizer = _read_metadata(path, session.get_modelmeta().custom_metadata_map)
         if session.get_outputs()[0].shape[-1] != len(categories):
             raise ModelLoadError(f"text model {path} has a score column count unlike its categories: {BUILD_HINT}")
-        return cls(session, version, categories, featurizer)
+        stage2 = None if second_stage is None else _load_second_stage(
+            Path(second_stage), prefer_gpu, tokenizer, version, categories)
+        return cls(session, version, categories, featurizer, stage2)
 
-    def score_batch(self, texts: Sequence[str]) -> list[dict[str, float]]:
-        """Calibrated probability per category for each text, in one session run for the batch."""
+    def score_batch(self, texts: Sequence[str], minor_involved: Sequence[bool] | None = None) -> list[dict[str, float]]:
+        """Calibrated probability per category for each text: stage 1 in one session run for the batch,
+        then stage 2 in one run for the rows the cascade sends it (`CascadeBounds`)."""
         if not texts:
             return []
         ids, weights = featurize(texts, self.featurizer)
         (scores,) = self._session.run(["scores"], {"ids": ids, "weights": weights})
         # shape: scores float32[N, len(categories)]
+        self.scored += len(texts)
+        if self.second_stage is not None:
+            minors = np.zeros(len(texts), dtype=bool) if minor_involved is None else np.asarray(minor_involved, dtype=bool)
+            chosen = np.flatnonzero(self.second_stage.bounds.escalate(scores, self.categories, minors))
+            if len(chosen):
+                scores[chosen] = self.second_stage.run([texts[i] for i in chosen], scores[chosen])
+                self.escalated += len(chosen)
         return [dict(zip(self.categories, map(float, row))) for row in scores]
+
+
+    def score_matrix(self, texts: Sequence[str], minor_involved: bool = False, batch: int = 256) -> np.ndarray:
+        """float[len(texts), len(categories)] for many texts offline (training, thresholds, evaluation),
+        scored through ``score_batch`` in batches, as the job scores them."""
+        rows = []
+        for start in range(0, len(texts), batch):
+            chunk = texts[start:start + batch]
+            rows += [[scores[c] for c in self.categories] for scores in self.score_batch(chunk, [minor_involved] * len(chunk))]
+        return np.array(rows, dtype=np.float64).reshape(len(texts), len(self.categories))
+
+def _session(path: Path, prefer_gpu: bool) -> onnxruntime.InferenceSession:
+    if not path.is_file():
+        raise ModelLoadError(f"text model {path} not found: {BUILD_HINT}")
+    try:
+        return onnxruntime.InferenceSession(str(path), providers=providers(prefer_gpu))
+    except Exception as error:  # onnxruntime raises several types for a corrupt or truncated file
+        raise ModelLoadError(f"text model {path} cannot be loaded ({error}): {BUILD_HINT}") from error
+
+
+def _load_second_stage(path: Path, prefer_gpu: bool, tokenizer_path: Path | None, stage1_version: str,
+                       categories: tuple[str, ...]) -> SecondStage:
+    session = _session(path, prefer_gpu)
+    metadata = session.get_modelmeta().custom_metadata_map
+    missing = [key for key in REQUIRED_STAGE2_METADATA if key not in metadata]
+    if missing:
+        raise ModelLoadError(f"text model {path} lacks metadata {missing}: {BUILD_HINT}")
+    if metadata["stage1_version"] != stage1_version or json.loads(metadata["categories"]) != list(categories):
+        raise ModelLoadError(f"text model {path} was stacked on {metadata['stage1_version']}, not on the first "
+                             f"stage loaded ({stage1_version}): {BUILD_HINT}")
+    try:
+        bounds = CascadeBounds(**json.loads(metadata["cascade"]))
+        tokenizer = load_tokenizer(tokenizer_path or DEFAULT_TOKENIZER)
+    except (ValueError, TypeError) as error:
+        raise ModelLoadError(f"text model {path} has unreadable metadata ({error}): {BUILD_HINT}") from error
+    except EncoderLoadError as error:
+        raise ModelLoadError(str(error)) from error
+    return SecondStage(session, tokenizer, metadata["version"], bounds)
 
 
 def _read_metadata(path: Path, metadata: dict[str, str]) -> tuple[str, tuple[str, ...], FeaturizerParams]:
@@ -72,9 +171,3 @@ def _read_metadata(path: Path, metadata: dict[str, str]) -> tuple[str, tuple[str
     if unknown:
         raise ModelLoadError(f"text model {path} scores unknown categories {sorted(unknown)}: {BUILD_HINT}")
     return metadata["version"], categories, featurizer
-
-
-def _providers(prefer_gpu: bool) -> list[str]:
-    if prefer_gpu and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]

@@ -1,0 +1,401 @@
+"""Trains the text model's second stage and its cascade rule, and exports both as one ONNX graph.
+
+    python -m models.train_text_stage2 --stage1 models/build/text_linear.onnx --out models/build/text_minilm.onnx
+
+The first stage (`models.train_text`, char n-gram logistic regression) scores every message. The second
+stage is the int8 MiniLM sentence encoder (`udfs.sentence_encoder`) with one logistic-regression head
+per category on its 384-d embedding, fitted on the ``train`` split, then stacked with the first stage:
+on the ``val`` split a three-parameter logistic regression per category,
+
+    p = sigmoid(a * head_logit(embedding) + b * logit(stage1_score) + c),
+
+calibrates the pair (Platt scaling with two inputs), and the bias then gains the same label-shift
+correction to the chat base rate as the first stage. A category keeps the first stage's score
+(a = 0, b = 1, c = 0: the graph passes it through) unless the stack beats the first stage on val in
+both ROC-AUC and PR-AUC, the stack's figures taken out of fold (5-fold on val) so that its three
+fitted parameters do not flatter it.
+
+The exported graph is the encoder with pooling (`udfs.sentence_encoder.pooled_encoder`) composed with
+the heads (onnx.compose):
+
+    input_ids, attention_mask, token_type_ids int64[N, T], stage1_scores float32[N, C]
+      -> MiniLM -> mean pool -> L2 normalise              # sentence_embedding float32[N, 384]
+      -> MatMul(W float32[384, C]) + b * logit(stage1) + bias -> Sigmoid   # scores float32[N, C]
+
+The cascade rule, set on val first-stage scores and stored in the graph's metadata (``cascade``): a
+message goes to the second stage when, for a category the second stage serves, its first-stage score
+is uncertain (at or above ``low``, which only ESCALATION_FPR of val negatives reach, and below
+``high``, which only CONFIDENT_FPR of them reach), or when a minor is involved and the score is not
+clearly benign (at or above ``benign``, which only MINOR_ESCALATION_FPR of val negatives reach). Set
+by false-positive rate, like the policy's thresholds (models/thresholds.py), the region sent to the
+second stage holds every threshold with room to spare: the loosest adult threshold lets 0.5% of val
+negatives through and ``low`` 2%; the loosest minor one 2%, and ``benign`` 5%. Below these bounds the
+second stage could only rank rows that no threshold acts on. A bound from the positives' scores
+instead (say their 5th percentile) sent 76% of val and 97% of simulated chat to the second stage.
+
+Metrics (the manifest beside the model) are computed through `udfs.text_model.TextModel`, the job's
+code path: val (where the rule and the stack were chosen) and test (reporting only), per category for
+stage 1, stage 2 on every row, and the cascade; the share escalated on the simulator's chat; and the
+cascade's throughput.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import onnx
+from onnx import TensorProto, compose, helper, numpy_helper
+from scipy.optimize import minimize
+from scipy.special import expit, logit
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.model_selection import StratifiedKFold
+
+from lifeguard import PROJECT_ROOT
+from models.datasets import DEFAULT_DATA_DIR
+from models.train_embeddings import cached_embeddings
+from models.train_text import (DEFAULT_BASE_RATES, Example, _rows, load_chat_base_rates, load_examples,
+                               prior_shift)
+from udfs.sentence_encoder import DEFAULT_TOKENIZER, DIMENSION, EMBEDDING_OUTPUT, SentenceEncoder, pooled_encoder
+from udfs.text_model import STAGE1_INPUT, CascadeBounds, TextModel
+
+VERSION = "text-minilm-1"
+DEFAULT_STAGE1 = PROJECT_ROOT / "models" / "build" / "text_linear.onnx"
+DEFAULT_OUT = PROJECT_ROOT / "models" / "build" / "text_minilm.onnx"
+
+# Regularisation of the embedding heads, chosen per category on val ROC-AUC from this grid.
+HEAD_C_GRID = (0.25, 1.0, 4.0)
+STACK_FOLDS = 5
+SEED = 0
+# The cascade's bounds as shares of val negatives at or above them (see the module docstring), chosen on
+# val: 2% and 5% sent 2% and 7% of the val rows clean for every head to stage 2 and kept most of its gain
+# there; 5% and 10% sent 7% and 19%.
+ESCALATION_FPR = 0.02
+MINOR_ESCALATION_FPR = 0.05
+CONFIDENT_FPR = 0.002
+LOGIT_CLIP = 1e-6  # a float32 first-stage score of exactly 0 or 1 must not give an infinite logit
+
+
+@dataclass(frozen=True)
+class StackedHead:
+    category: str
+    uses_stage2: bool
+    head_c: float
+    embedding_weights: np.ndarray  # float32[384], already times the stack's slope a
+    stage1_weight: float  # b
+    bias: float  # a * head intercept + c + prior shift (0 when the stage-1 score passes through)
+    val: dict  # val figures behind the choice
+
+    def describe(self) -> dict:
+        return {"uses_stage2": self.uses_stage2, "head_C": self.head_c, "stage1_weight": round(self.stage1_weight, 6),
+                "bias": round(self.bias, 6), "val": self.val}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parse_args(argv)
+    started = time.perf_counter()
+    examples = load_examples(args.data_dir)
+    training = [example for example in examples if example.data_set.usage == "train"]
+    stage1 = TextModel.load(args.stage1, prefer_gpu=False)
+    categories = stage1.categories
+    base_rates = load_chat_base_rates(args.base_rates, categories)
+    encoder = SentenceEncoder.load(args.tokenizer, prefer_gpu=False)
+
+    embeddings = embed_examples(encoder, training)
+    stage1_scores = stage1.score_matrix([example.record.text for example in training])
+    heads = [fit_stacked_head(embeddings, stage1_scores[:, column], training, category, base_rates[category].rate)
+             for column, category in enumerate(categories)]
+    bounds = cascade_bounds(stage1_scores, training, heads)
+
+    metadata = {
+        "version": VERSION,
+        "categories": json.dumps(list(categories)),
+        "stage1_version": stage1.version,
+        "encoder_version": encoder.version,
+        "stage2_categories": json.dumps([head.category for head in heads if head.uses_stage2]),
+        "cascade": json.dumps(asdict(bounds)),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(build_graph(heads, metadata), args.out)
+
+    cascade = TextModel.load(args.stage1, prefer_gpu=False, second_stage=args.out, tokenizer=args.tokenizer)
+    # The evaluation-only sets' test rows, but for the identity templates: a fairness probe, not a test of
+    # ranking (models/evaluate.py runs it on the whole cascade).
+    evaluation_only = [e for e in examples if e.data_set.usage == "eval_only" and e.split == "test"
+                       and e.data_set.name != "jigsaw-identity-templates"]
+    manifest = {
+        "model": args.out.name,
+        "version": VERSION,
+        "cascade_version": cascade.version,
+        "command": shlex.join(["python", "-m", "models.train_text_stage2", *(sys.argv[1:] if argv is None else argv)]),
+        "stage2": {
+            "encoder": encoder.version,
+            "tokenizer_sha256": hashlib.sha256(Path(args.tokenizer).read_bytes()).hexdigest(),
+            "heads": "logistic regression per category on the L2-normalised embedding (lbfgs, class_weight "
+                     f"balanced, C from {list(HEAD_C_GRID)} by val ROC-AUC), fitted on the train split",
+            "stack_and_calibration": STACK_NOTE,
+            "per_category": {head.category: head.describe() for head in heads},
+        },
+        "cascade": {"rule": CASCADE_NOTE, "bounds": asdict(bounds),
+                    "val_negative_shares": {"low": ESCALATION_FPR, "high": CONFIDENT_FPR,
+                                            "benign": MINOR_ESCALATION_FPR}},
+        "graph_check": graph_check(cascade, training, embeddings, stage1_scores, heads),
+        "metrics": {
+            "note": METRICS_NOTE,
+            "val": split_metrics(training, "val", embeddings, stage1_scores, heads, bounds),
+            "test": split_metrics(training, "test", embeddings, stage1_scores, heads, bounds),
+            "test_evaluation_only_data_sets": split_metrics(
+                evaluation_only, "test", embed_examples(encoder, evaluation_only),
+                stage1.score_matrix([e.record.text for e in evaluation_only]), heads, bounds),
+        },
+        "chat_mix": chat_mix_share(cascade, args.data_dir),
+    }
+    manifest_path = args.out.with_name(args.out.stem + ".manifest.json")
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    print(f"wrote {args.out} ({args.out.stat().st_size:,} bytes) and {manifest_path.name} "
+          f"in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+
+
+STACK_NOTE = ("On the val split, per category: p = sigmoid(a * head_logit + b * logit(stage1 score) + c), fitted by "
+              "log loss on Platt's soft targets; then the bias gains logit(chat base rate) - logit(val positive "
+              "rate), as the first stage's does. Used only where the stack's out-of-fold (5-fold on val) ROC-AUC "
+              "and PR-AUC both beat stage 1's on val; elsewhere the graph passes the stage-1 score through.")
+CASCADE_NOTE = ("A message goes to stage 2 when, for some category stage 2 serves, its stage-1 score s has "
+                "low <= s < high, or a minor is involved and s >= benign. Each bound is the stage-1 score that the "
+                "given share of the category's val negatives reach (val_negative_shares).")
+METRICS_NOTE = ("Per category, over the rows that label it, unweighted. stage1: the first stage alone; stage2: the "
+                "stacked second stage on every row (pass-through where it does not serve the category); cascade: "
+                "stage 2 where the rule escalates (minor_involved false, and all rows minor_involved true), else "
+                "stage 1. val chose the heads' C, the stack, the choice of stage 2 and the cascade bounds, so its "
+                "figures are optimistic; test was used for nothing but these figures. Stage-2 scores here come from "
+                "the cached embeddings and the heads' weights (graph_check compares them with the exported graph).")
+
+
+def stage2_reference(heads: Sequence[StackedHead], embeddings: np.ndarray, stage1_scores: np.ndarray) -> np.ndarray:
+    """What the exported heads compute, in numpy: float[N, C] from embeddings and stage-1 scores."""
+    weights = np.stack([head.embedding_weights for head in heads], axis=1).astype(np.float64)
+    stage1_weights = np.array([head.stage1_weight for head in heads])
+    bias = np.array([head.bias for head in heads])
+    return expit(embeddings @ weights + stage1_logit(stage1_scores) * stage1_weights + bias)
+
+
+def graph_check(cascade: TextModel, examples: Sequence[Example], embeddings: np.ndarray, stage1_scores: np.ndarray,
+                heads: Sequence[StackedHead], rows: int = 256) -> dict:
+    """The largest difference between the exported graph and `stage2_reference` on the first val rows."""
+    chosen = [i for i, example in enumerate(examples) if example.split == "val"][:rows]
+    graph = cascade.second_stage.run([examples[i].record.text for i in chosen], stage1_scores[chosen].astype(np.float32))
+    reference = stage2_reference(heads, embeddings[chosen], stage1_scores[chosen])
+    return {"rows": len(chosen), "max_abs_difference": round(float(np.abs(graph - reference).max()), 6)}
+
+
+def split_metrics(examples: Sequence[Example], split: str, embeddings: np.ndarray, stage1_scores: np.ndarray,
+                  heads: Sequence[StackedHead], bounds: CascadeBounds) -> dict:
+    """Per category: ROC-AUC and PR-AUC of stage 1, stage 2 and the cascade on `split`, and the share of the
+    category's rows the cascade escalates (see METRICS_NOTE)."""
+    categories = [head.category for head in heads]
+    stage2 = stage2_reference(heads, embeddings, stage1_scores)
+    report = {}
+    for column, category in enumerate(categories):
+        rows, labels = _rows(examples, category, split)
+        if not len(rows) or labels.min() == labels.max():
+            continue
+        entry = {"rows": len(rows), "positives": int(labels.sum()),
+                 "data": sorted({examples[i].data_set.name for i in rows}),
+                 "stage1": _ranking(labels, stage1_scores[rows, column]),
+                 "stage2": _ranking(labels, stage2[rows, column])}
+        for name, minor in (("cascade", False), ("cascade_minor_involved", True)):
+            escalated = bounds.escalate(stage1_scores[rows], categories, np.full(len(rows), minor))
+            cascade = np.where(escalated, stage2[rows, column], stage1_scores[rows, column])
+            entry[name] = {**_ranking(labels, cascade), "escalated_share": round(float(escalated.mean()), 4)}
+        report[category] = entry
+    return report
+
+
+def chat_mix_share(cascade: TextModel, data_dir: Path, seconds: float = 300, batch: int = 64) -> dict:
+    """The share of the simulator's chat that the cascade sends to stage 2, and the cascade's throughput in
+    batches of `batch` on this machine. Minor involved: a room message (rooms are judged as if a child is
+    present) or a direct message with a minor at either end."""
+    from lifeguard.simulator import build_platform, generate_events  # the simulator is for this report only
+
+    platform = build_platform(n_users=400, seed=SEED, now_ms=1_767_225_600_000)
+    chat = [event.value for event in generate_events(platform, seconds, 20.0, seed=SEED, start_ms=platform.now_ms,
+                                                     data_dir=data_dir) if event.topic == "chat"]
+    profiles = platform.by_id
+
+    def minor(message: dict) -> bool:
+        if message.get("room_id") is not None:
+            return True
+        return any(profiles[user].effective_age_band.is_minor for user in (message["user_id"], message["recipient_id"]))
+
+    texts, minors = [m["text"] for m in chat], [minor(m) for m in chat]
+    cascade.scored = cascade.escalated = 0
+    started = time.perf_counter()
+    for start in range(0, len(texts), batch):
+        cascade.score_batch(texts[start:start + batch], minors[start:start + batch])
+    elapsed = time.perf_counter() - started
+    return {"data": f"lifeguard.simulator chat, {len(texts)} messages ({seconds:.0f} s at 20 events/s, seed {SEED}); "
+                    "benign text is templates plus real test-split rows, harmful text real test-split rows",
+            "messages": len(texts), "minor_involved_share": round(float(np.mean(minors)), 4),
+            "escalated_share": round(cascade.escalated / cascade.scored, 4),
+            "messages_per_s": round(len(texts) / elapsed, 1),
+            "batch": batch, "machine": "this machine's CPU (onnxruntime CPUExecutionProvider)"}
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m models.train_text_stage2", description=__doc__.splitlines()[0])
+    parser.add_argument("--stage1", type=Path, default=DEFAULT_STAGE1, help="the first stage (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the .onnx file to write (default: %(default)s)")
+    parser.add_argument("--tokenizer", type=Path, default=DEFAULT_TOKENIZER, help="tokenizer.json (default: %(default)s)")
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="the shared/data folder")
+    parser.add_argument("--base-rates", type=Path, default=DEFAULT_BASE_RATES, help="chat base rates (default: %(default)s)")
+    return parser.parse_args(argv)
+
+
+def embed_examples(encoder: SentenceEncoder, examples: Sequence[Example]) -> np.ndarray:
+    """float32[len(examples), 384], through the per-data-set cache."""
+    vectors = np.zeros((len(examples), DIMENSION), dtype=np.float32)
+    for name in dict.fromkeys(example.data_set.name for example in examples):
+        rows = [i for i, example in enumerate(examples) if example.data_set.name == name]
+        vectors[rows] = cached_embeddings(encoder, name, [examples[i].record.text for i in rows])
+    return vectors
+
+
+
+def stage1_logit(scores: np.ndarray) -> np.ndarray:
+    return logit(np.clip(scores, LOGIT_CLIP, 1 - LOGIT_CLIP))
+
+
+def fit_stacked_head(embeddings: np.ndarray, stage1_scores: np.ndarray, examples: Sequence[Example],
+                     category: str, chat_base_rate: float) -> StackedHead:
+    train_rows, train_labels = _rows(examples, category, "train")
+    val_rows, val_labels = _rows(examples, category, "val")
+    head, head_c = _best_head(embeddings[train_rows], train_labels, embeddings[val_rows], val_labels)
+    stacked = np.column_stack([head.decision_function(embeddings[val_rows]), stage1_logit(stage1_scores[val_rows])])
+    out_of_fold = _out_of_fold_stack(stacked, val_labels)
+    val = {
+        "rows": len(val_labels), "positives": int(val_labels.sum()),
+        "stage1": _ranking(val_labels, stage1_scores[val_rows]),
+        "stage2_head_only": _ranking(val_labels, stacked[:, 0]),
+        "stacked_out_of_fold": _ranking(val_labels, out_of_fold),
+    }
+    uses_stage2 = (val["stacked_out_of_fold"]["roc_auc"] > val["stage1"]["roc_auc"]
+                   and val["stacked_out_of_fold"]["pr_auc"] > val["stage1"]["pr_auc"])
+    if not uses_stage2:
+        return StackedHead(category, False, head_c, np.zeros(DIMENSION, np.float32), 1.0, 0.0, val)
+    (slope, stage1_weight), intercept = platt_stack(stacked, val_labels)
+    shift = prior_shift(float(val_labels.mean()), chat_base_rate)
+    return StackedHead(
+        category, True, head_c,
+        embedding_weights=(slope * head.coef_[0]).astype(np.float32),
+        stage1_weight=stage1_weight,
+        bias=float(slope * head.intercept_[0] + intercept + shift),
+        val=val,
+    )
+
+
+def _best_head(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray) -> tuple[LogisticRegression, float]:
+    """The embedding head with the regularisation of HEAD_C_GRID that ranks val best."""
+    best = None
+    for c in HEAD_C_GRID:
+        head = LogisticRegression(C=c, class_weight="balanced", max_iter=2000, random_state=SEED).fit(train_x, train_y)
+        auc = roc_auc_score(val_y, head.decision_function(val_x))
+        if best is None or auc > best[0]:
+            best = (auc, head, c)
+    return best[1], best[2]
+
+
+def _out_of_fold_stack(stacked: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Stacked probabilities for the val rows, each from a stack fitted on the other folds."""
+    folds = StratifiedKFold(n_splits=min(STACK_FOLDS, int(labels.sum())), shuffle=True, random_state=SEED)
+    predicted = np.zeros(len(labels))
+    for fit_rows, held_rows in folds.split(stacked, labels):
+        weights, intercept = platt_stack(stacked[fit_rows], labels[fit_rows])
+        predicted[held_rows] = expit(stacked[held_rows] @ weights + intercept)
+    return predicted
+
+
+def platt_stack(features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, float]:
+    """Fits p = sigmoid(features @ weights + intercept) by log loss on Platt's soft targets
+    (`models.train_text.platt_scaling`, with more than one input)."""
+    n_positive = int(labels.sum())
+    n_negative = len(labels) - n_positive
+    target = np.where(labels == 1, (n_positive + 1) / (n_positive + 2), 1 / (n_negative + 2))
+    design = np.column_stack([features, np.ones(len(labels))])
+
+    def loss_and_gradient(params: np.ndarray) -> tuple[float, np.ndarray]:
+        logits = design @ params
+        return float(np.sum(np.logaddexp(0, logits) - target * logits)), design.T @ (expit(logits) - target)
+
+    start = np.r_[np.ones(features.shape[1]), 0.0]
+    result = minimize(loss_and_gradient, x0=start, jac=True, method="L-BFGS-B")
+    return result.x[:-1], float(result.x[-1])
+
+
+def _ranking(labels: np.ndarray, scores: np.ndarray) -> dict:
+    return {"roc_auc": round(float(roc_auc_score(labels, scores)), 4),
+            "pr_auc": round(float(average_precision_score(labels, scores)), 4)}
+
+
+def cascade_bounds(stage1_scores: np.ndarray, examples: Sequence[Example], heads: Sequence[StackedHead]) -> CascadeBounds:
+    """Per category the second stage serves, the first-stage score bounds of the cascade rule, from val."""
+    low, high, benign = {}, {}, {}
+    for column, head in enumerate(heads):
+        if not head.uses_stage2:
+            continue
+        rows, labels = _rows(examples, head.category, "val")
+        negatives = stage1_scores[rows, column][labels == 0]
+        low[head.category] = float(np.quantile(negatives, 1 - ESCALATION_FPR))
+        benign[head.category] = float(np.quantile(negatives, 1 - MINOR_ESCALATION_FPR))
+        high[head.category] = float(max(np.quantile(negatives, 1 - CONFIDENT_FPR), low[head.category]))
+    return CascadeBounds(low=low, high=high, benign=benign)
+
+
+def build_graph(heads: Sequence[StackedHead], metadata: dict[str, str]) -> onnx.ModelProto:
+    """The encoder with pooling composed with the stacked heads: see the module docstring."""
+    encoder = pooled_encoder()
+    n_categories = len(heads)
+    initializers = [
+        numpy_helper.from_array(np.stack([h.embedding_weights for h in heads], axis=1).astype(np.float32), "head_W"),
+        numpy_helper.from_array(np.array([h.stage1_weight for h in heads], dtype=np.float32), "head_stage1_weight"),
+        numpy_helper.from_array(np.array([h.bias for h in heads], dtype=np.float32), "head_bias"),
+        numpy_helper.from_array(np.array(LOGIT_CLIP, dtype=np.float32), "head_clip_low"),
+        numpy_helper.from_array(np.array(1 - LOGIT_CLIP, dtype=np.float32), "head_clip_high"),
+        numpy_helper.from_array(np.array(1.0, dtype=np.float32), "head_one"),
+    ]
+    nodes = [
+        helper.make_node("MatMul", [EMBEDDING_OUTPUT, "head_W"], ["head_embedding_logit"]),  # [N, C]
+        helper.make_node("Clip", [STAGE1_INPUT, "head_clip_low", "head_clip_high"], ["head_stage1_clipped"]),
+        helper.make_node("Sub", ["head_one", "head_stage1_clipped"], ["head_stage1_complement"]),
+        helper.make_node("Div", ["head_stage1_clipped", "head_stage1_complement"], ["head_stage1_odds"]),
+        helper.make_node("Log", ["head_stage1_odds"], ["head_stage1_logit"]),  # [N, C]
+        helper.make_node("Mul", ["head_stage1_logit", "head_stage1_weight"], ["head_stage1_term"]),
+        helper.make_node("Add", ["head_embedding_logit", "head_stage1_term"], ["head_sum"]),
+        helper.make_node("Add", ["head_sum", "head_bias"], ["head_logits"]),
+        helper.make_node("Sigmoid", ["head_logits"], ["scores"]),  # [N, C]
+    ]
+    heads_graph = helper.make_graph(
+        nodes, "lifeguard_text_minilm_heads",
+        inputs=[helper.make_tensor_value_info(EMBEDDING_OUTPUT, TensorProto.FLOAT, ["batch", DIMENSION]),
+                helper.make_tensor_value_info(STAGE1_INPUT, TensorProto.FLOAT, ["batch", n_categories])],
+        outputs=[helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", n_categories])],
+        initializer=initializers,
+    )
+    heads_model = helper.make_model(heads_graph, opset_imports=list(encoder.opset_import),
+                                    ir_version=encoder.ir_version)
+    model = compose.merge_models(encoder, heads_model, io_map=[(EMBEDDING_OUTPUT, EMBEDDING_OUTPUT)],
+                                 producer_name="lifeguard.models.train_text_stage2")
+    helper.set_model_props(model, metadata)
+    onnx.checker.check_model(model)
+    return model
+
+
+if __name__ == "__main__":
+    main()
