@@ -16,7 +16,8 @@ from PIL import Image
 from lifeguard import PROJECT_ROOT
 from lifeguard.simulator import IMAGE_EDITS, blocklist_hashes, blocklist_images, edited_reupload, encode_image, \
     procedural_image
-from udfs.images import PIXEL_CEILING, ImageHashes, ImageRejected, decode_image, hamming, image_hashes, match_bank
+from udfs.images import (PIXEL_CEILING, ImageHashes, ImageRejected, _sampled_frames, decode_frames, decode_image,
+                         hamming, image_hashes, match_bank, pdq_hash, read_uri)
 
 IMAGEHASH_VECTORS = PROJECT_ROOT.parent / "shared" / "data" / "reference-vectors" / "imagehash"
 GENEROUS = {"max_bytes": 10_000_000, "max_pixels": 10_000_000}
@@ -222,3 +223,83 @@ def test_match_bank_breaks_ties_by_the_smallest_hash():
     bank = ["0000000000000003", "0000000000000000"]
     assert match_bank("0000000000000001", bank, 8) == ("0000000000000000", 1)
     assert match_bank("0000000000000001", list(reversed(bank)), 8) == ("0000000000000000", 1)
+
+
+# ---- PDQ against ThreatExchange's published hashes --------------------------------------------------------
+
+PDQ_VECTORS = PROJECT_ROOT.parent / "shared" / "data" / "reference-vectors" / "pdq-threatexchange"
+
+
+def _pdq_vectors() -> list[tuple[str, str, str]]:
+    with open(PDQ_VECTORS / "expected_pdq_exact.csv", newline="") as f:
+        return [(row["file"], row["expected_pdq_hex"], row["expected_quality"]) for row in csv.DictReader(f)]
+
+
+def test_the_reference_vectors_include_pdq():
+    assert len(_pdq_vectors()) == 17
+
+
+@pytest.mark.parametrize("image_name, expected, quality", _pdq_vectors())
+def test_pdq_reproduces_threatexchange_published_value(image_name, expected, quality):
+    data = (PDQ_VECTORS / image_name).read_bytes()
+    if image_name.endswith("LA.png"):
+        # ThreatExchange's recipe drops the alpha channel; upload decoding flattens it onto white, which
+        # moves this image's PDQ 60 bits: transparent banked images must be hashed with Lifeguard's decoder.
+        assert pdq_hash(Image.open(io.BytesIO(data)).convert("RGB")) == (expected, int(quality))
+        return
+    hashes = _hashes(data)
+    assert hashes.pdq == expected
+    if quality:
+        assert hashes.pdq_quality == int(quality)
+
+
+def test_pdq_quality_flags_flat_and_tiny_images():
+    with open(PDQ_VECTORS / "computed_pdqhash_0.2.8.csv", newline="") as f:
+        computed = {row["file"]: int(row["quality"]) for row in csv.DictReader(f)}
+    for name in ("misc-images/small.jpg", "labelme-subset/q0003.jpg", "labelme-subset/q0004.jpg"):
+        assert _hashes((PDQ_VECTORS / name).read_bytes()).pdq_quality == computed[name] < 50
+
+
+def test_pdq_stays_within_16_bits_of_other_implementations():
+    with open(PDQ_VECTORS / "expected_pdq_cross_impl.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows
+    for row in rows:
+        assert hamming(_hashes((PDQ_VECTORS / row["file"]).read_bytes()).pdq, row["reference_pdq_hex"]) <= 16, row
+
+
+# ---- animations and URIs ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("n_frames, frames, expected", [
+    (1, 4, [0]), (3, 4, [0, 1, 2]), (10, 4, [0, 3, 6, 9]), (500, 4, [0, 21, 42, 63]), (7, 1, [0])])
+def test_animation_frames_are_sampled_evenly_within_the_scan_limit(n_frames, frames, expected):
+    assert _sampled_frames(n_frames, frames) == expected
+
+
+def test_decode_frames_returns_the_first_and_sampled_frames():
+    colours = ("red", "green", "blue", "yellow", "white", "black", "purple")
+    frames = [Image.new("RGB", (16, 16), colour) for colour in colours]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    decoded = decode_frames(buffer.getvalue(), **GENEROUS, frames=3)
+    assert [f.getpixel((8, 8)) for f in decoded] == [(255, 0, 0), (255, 255, 0), (128, 0, 128)]
+
+
+def test_read_uri_reads_at_most_one_byte_past_the_cap(tmp_path):
+    path = tmp_path / "big.bin"
+    path.write_bytes(b"x" * 1000)
+    assert len(read_uri(str(path), 100)) == 101
+    assert read_uri(f"file://{path}", 5000) == b"x" * 1000
+
+
+@pytest.mark.parametrize("uri, reason", [
+    ("http://example.com/a.png", "uri_scheme_not_allowed"),
+    ("ftp://example.com/a.png", "uri_scheme_not_allowed"),
+    ("s3://bucket/a.png", "uri_store_unavailable"),
+    ("/no/such/file.png", "uri_unreadable"),
+    ("/", "uri_unreadable"),
+])
+def test_unreadable_uris_say_why(uri, reason):
+    with pytest.raises(ImageRejected) as rejected:
+        read_uri(uri, 1000)
+    assert rejected.value.reason == reason

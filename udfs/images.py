@@ -2,9 +2,14 @@
 
 Uploads are attacker-controlled bytes, so ``decode_image`` checks everything it can from the header
 before decoding a single pixel (size in bytes, format, pixel count) and turns every decoder failure
-into an ``ImageRejected`` with a short reason the job can record. The perceptual hash is imagehash's
-pHash (64 bits, 16 hex characters); ``match_bank`` is the naive linear scan that any faster index
-must agree with.
+into an ``ImageRejected`` with a short reason the job can record. An animation is read as its first
+frame plus a few frames sampled across it, so a harmful frame cannot hide behind a harmless first one.
+Images by URI are read from local files, or from an object store through fsspec when the store's
+filesystem library is installed; any other scheme is refused (the job fetches nothing from the web).
+
+Perceptual hashes: imagehash's pHash (64 bits, 16 hex characters) and Meta's PDQ through ``pdqhash``
+(256 bits, 64 hex characters, with a quality from 0 to 100: a flat or tiny image's PDQ hash says little
+and is not matched). ``match_bank`` is the naive linear scan that any faster index must agree with.
 """
 from __future__ import annotations
 
@@ -13,7 +18,11 @@ import io
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
+from urllib.parse import urlsplit
+
 import imagehash
+import numpy as np
+import pdqhash
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 ALLOWED_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "GIF", "WEBP", "BMP")
@@ -33,6 +42,18 @@ REASON_TOO_MANY_BYTES = "too_many_bytes"
 REASON_FORMAT_NOT_ALLOWED = "format_not_allowed"  # an unknown format, or a known one not in ALLOWED_FORMATS
 REASON_TOO_MANY_PIXELS = "too_many_pixels"
 REASON_UNDECODABLE = "undecodable"  # an allowed format, but truncated or corrupt
+REASON_URI_SCHEME_NOT_ALLOWED = "uri_scheme_not_allowed"
+REASON_URI_STORE_UNAVAILABLE = "uri_store_unavailable"  # an object store whose library is not installed
+REASON_URI_UNREADABLE = "uri_unreadable"
+
+# Object stores read through fsspec, each only when its filesystem package (s3fs, gcsfs, adlfs) is
+# installed. Web schemes are left out on purpose: the job makes no outbound requests.
+OBJECT_STORE_SCHEMES = ("s3", "gs", "gcs", "az", "abfs")
+
+# Frames of an animation that are decoded and screened: the first, and up to this many in all spread
+# evenly over the first FRAME_SCAN_LIMIT frames (GIF frames decode in sequence, so the limit bounds the work).
+SAMPLED_FRAMES = 4
+FRAME_SCAN_LIMIT = 64
 
 
 class ImageRejected(Exception):
@@ -48,29 +69,73 @@ class ImageRejected(Exception):
 class ImageHashes:
     sha256: str  # of the bytes as uploaded: exact re-uploads
     phash: str  # 16 hex characters: edited re-uploads (resize, recompression, small crops)
+    pdq: str  # 64 hex characters: the format industry hash lists (ThreatExchange) are shared in
+    pdq_quality: int  # 0-100; below the policy's minimum the PDQ hash is not matched
+
+
+def read_uri(uri: str, max_bytes: int) -> bytes:
+    """The bytes behind an upload's URI (a local path, ``file://``, or an object store), at most
+    ``max_bytes + 1`` of them read so that ``decode_image`` can refuse an oversized file."""
+    scheme = urlsplit(uri).scheme.lower()
+    if scheme in ("", "file"):
+        return _read_capped(lambda: open(uri.removeprefix("file://"), "rb"), max_bytes)
+    if scheme not in OBJECT_STORE_SCHEMES:
+        raise ImageRejected(REASON_URI_SCHEME_NOT_ALLOWED,
+                            f"{scheme}:// (allowed: local paths, file://, {', '.join(OBJECT_STORE_SCHEMES)})")
+    try:
+        import fsspec  # the object-store route only: a job with local images needs no fsspec
+
+        fsspec.get_filesystem_class(scheme)
+    except ImportError as error:
+        raise ImageRejected(REASON_URI_STORE_UNAVAILABLE, f"{scheme}:// needs a library that is not installed: "
+                                                          f"{error}") from None
+    return _read_capped(lambda: fsspec.open(uri, "rb").open(), max_bytes)
+
+
+def _read_capped(opener, max_bytes: int) -> bytes:
+    try:
+        with opener() as stream:
+            return stream.read(max_bytes + 1)
+    except Exception as error:  # noqa: BLE001 -- missing, unreadable, a directory, a store refusing: all unreadable
+        raise ImageRejected(REASON_URI_UNREADABLE, f"{type(error).__name__}: {error}") from None
 
 
 def decode_image(data: bytes, max_bytes: int, max_pixels: int) -> Image.Image:
     """Decodes an upload to an RGB image: the first frame, EXIF orientation applied, alpha on white."""
+    return decode_frames(data, max_bytes, max_pixels, 1)[0]
+
+
+def decode_frames(data: bytes, max_bytes: int, max_pixels: int, frames: int = SAMPLED_FRAMES) -> list[Image.Image]:
+    """Decodes an upload to RGB images: the first frame, then for an animation up to ``frames - 1`` more
+    spread evenly over it; each upright and with alpha on white."""
     if max_pixels > PIXEL_CEILING:
         raise ValueError(f"max_pixels {max_pixels} is above PIXEL_CEILING {PIXEL_CEILING}")
     if not data:
         raise ImageRejected(REASON_EMPTY)
     if len(data) > max_bytes:
-        raise ImageRejected(REASON_TOO_MANY_BYTES, f"{len(data)} bytes > {max_bytes}")
+        raise ImageRejected(REASON_TOO_MANY_BYTES, f"more than {max_bytes} bytes")
     image = _open_header(data)
     width, height = image.size
     if width * height > max_pixels:
         raise ImageRejected(REASON_TOO_MANY_PIXELS, f"{width}x{height} > {max_pixels} pixels")
     try:
-        image.seek(0)  # the first frame of an animation; a no-op for still images
-        image.load()
-        upright = ImageOps.exif_transpose(image)
-        return _flatten_to_rgb(upright)
+        return [_decoded_frame(image, index) for index in _sampled_frames(getattr(image, "n_frames", 1), frames)]
     # The decoders raise many exception types on hostile or truncated input (OSError, SyntaxError,
     # ValueError, struct.error, ...): each is a rejected upload, never a crashed job.
     except Exception as error:  # noqa: BLE001
         raise ImageRejected(REASON_UNDECODABLE, f"{type(error).__name__}: {error}") from error
+
+
+def _sampled_frames(n_frames: int, frames: int) -> list[int]:
+    scanned = min(n_frames, FRAME_SCAN_LIMIT)
+    count = min(frames, scanned)
+    return sorted({round(i * (scanned - 1) / max(count - 1, 1)) for i in range(count)})
+
+
+def _decoded_frame(image: Image.Image, index: int) -> Image.Image:
+    image.seek(index)  # a no-op for still images
+    image.load()
+    return _flatten_to_rgb(ImageOps.exif_transpose(image))
 
 
 def _open_header(data: bytes) -> Image.Image:
@@ -103,8 +168,16 @@ def _flatten_to_rgb(image: Image.Image) -> Image.Image:
 
 
 def image_hashes(image: Image.Image, data: bytes) -> ImageHashes:
-    """``image`` is ``decode_image(data, ...)``; ``data`` the bytes as uploaded."""
-    return ImageHashes(sha256=hashlib.sha256(data).hexdigest(), phash=str(imagehash.phash(image)))
+    """``image`` is ``decode_image(data, ...)`` (or another frame of it); ``data`` the bytes as uploaded."""
+    pdq, pdq_quality = pdq_hash(image)
+    return ImageHashes(sha256=hashlib.sha256(data).hexdigest(), phash=str(imagehash.phash(image)),
+                       pdq=pdq, pdq_quality=pdq_quality)
+
+
+def pdq_hash(image: Image.Image) -> tuple[str, int]:
+    """PDQ of an RGB image: (64 hex characters, quality 0-100), bits in ThreatExchange's order."""
+    bits, quality = pdqhash.compute(np.asarray(image))
+    return np.packbits(bits.astype(np.uint8)).tobytes().hex(), int(quality)
 
 
 def hamming(a_hex: str, b_hex: str) -> int:
