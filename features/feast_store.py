@@ -1,27 +1,31 @@
 """Feast access for Lifeguard: opening the store, loading profiles, and the job's profile look-up.
 
-The job calls ``ProfileLookup.profiles`` once per batch. Look-ups are cached for a short while (profiles
-change rarely), bounded by a Redis socket timeout, and guarded by a circuit breaker: after a failure,
-Feast is not asked again for ``retry_after_s``, so an outage costs one timeout rather than one per batch.
-Whatever cannot be looked up is returned as the youngest-band fallback profile with the reason.
+The job calls ``ProfileLookup.profiles`` once per batch: one Feast read for the batch's users, of their
+profiles (``user_profile``) and their recent behaviour (``user_behaviour``, pushed by the feature job).
+Look-ups are cached for a short while (``cache_ttl_s``: profiles change rarely, and behaviour a minute old
+is recent enough to judge by), bounded by a Redis socket timeout, and guarded by a circuit breaker: after
+a failure, Feast is not asked again for ``retry_after_s``, so an outage costs one timeout rather than one
+per batch. Whatever cannot be looked up is returned as the youngest-band fallback profile with the reason;
+a user with no behaviour row (nothing in the view's 7 days) has no history (``violations_7d`` None).
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import OrderedDict
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Iterable, Sequence
 
 import pandas as pd
 import yaml
 
 from feature_repo.definitions import PROFILES_PARQUET
-from features.profiles import PROFILE_FEATURES, UserProfile, fallback_profile
+from features.profiles import BEHAVIOUR_FEATURES, PROFILE_FEATURES, UserProfile, fallback_profile
 from lifeguard.config import LifeguardConfig
 from lifeguard.schemas import AgeBand
 
 PROFILE_VIEW = "user_profile"
+BEHAVIOUR_VIEW = "user_behaviour"
 
 
 def open_store(cfg: LifeguardConfig):
@@ -41,9 +45,12 @@ def open_store(cfg: LifeguardConfig):
 
 
 def apply_definitions(cfg: LifeguardConfig, store) -> None:
-    """`feast apply` for the objects declared in feature_repo/definitions.py."""
+    """`feast apply` for the objects declared in feature_repo/definitions.py, with empty parquet files for
+    the pushed views (Feast's file offline store appends to them)."""
     from feature_repo.definitions import declare
+    from features.feature_push import ensure_push_files
 
+    ensure_push_files(cfg.path(cfg.feast.data_dir))
     store.apply(list(declare(cfg.path(cfg.feast.data_dir))))
 
 
@@ -83,7 +90,14 @@ def profile_from_features(user_id: str, values: dict) -> UserProfile:
         dm_policy=values.get("dm_policy") or "friends",
         daily_limit_minutes=int(values.get("daily_limit_minutes") or 0),
         timezone=values.get("timezone") or "UTC",
+        alert_delivery=values.get("alert_delivery") or "instant",
     )
+
+
+def behaviour_from_features(values: dict) -> dict:
+    """The UserProfile fields from the user_behaviour view; a missing row (None) is no history."""
+    violations = values.get("violations_7d")
+    return {"violations_7d": None if violations is None else int(violations)}
 
 
 class ProfileLookup:
@@ -98,7 +112,8 @@ class ProfileLookup:
         self._clock = clock
         self._cache: OrderedDict[str, tuple[float, UserProfile]] = OrderedDict()
         self._down_until = 0.0
-        self._features = [f"{PROFILE_VIEW}:{name}" for name in PROFILE_FEATURES]
+        self._features = ([f"{PROFILE_VIEW}:{name}" for name in PROFILE_FEATURES]
+                          + [f"{BEHAVIOUR_VIEW}:{name}" for name in BEHAVIOUR_FEATURES])
         self.failures = 0
 
     @classmethod
@@ -132,11 +147,11 @@ class ProfileLookup:
             return {u: fallback_profile(u, reason) for u in user_ids}
         result = {}
         for i, user_id in enumerate(user_ids):
-            values = {name: columns[name][i] for name in PROFILE_FEATURES}
-            if all(v is None for v in values.values()):
-                result[user_id] = fallback_profile(user_id, "unknown user")
-            else:
-                result[user_id] = profile_from_features(user_id, values)
+            values = {name: columns[name][i] for name in PROFILE_FEATURES + BEHAVIOUR_FEATURES}
+            known = any(values[name] is not None for name in PROFILE_FEATURES)
+            profile = profile_from_features(user_id, values) if known else fallback_profile(user_id, "unknown user")
+            result[user_id] = dataclasses.replace(profile, **behaviour_from_features(values))
+            if known:
                 self._remember(user_id, result[user_id], now)
         return result
 
