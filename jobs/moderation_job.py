@@ -7,7 +7,11 @@ letters out.
       -> screen batch    Feast profiles + text/image tiers + policy, one model call per batch
            ^ broadcast   policy and hash-bank updates, validated (bad ones: dead letters), kept in
            |             broadcast state: Kafka policy-updates|hash-bank-updates
-      -> route (SQL)     (topic, key, JSON) rows, split by topic
+           |             + a conversation turn per direct message with a minor (grooming-bank match,
+           |               one encoder run per batch)
+      -> split (SQL)     conversation turns -> key_by pair -> conversation risk (pair window, timers)
+                                               -> conversation review items, grooming-risk parent alerts
+      -> route (SQL)     (topic, key, JSON) rows of both, split by topic
       -> Kafka decisions | review-queue | parent-alerts | dead-letter
 
 Run locally on the MiniCluster with ``python jobs/moderation_job.py``; on a cluster with
@@ -20,11 +24,13 @@ import zlib
 from pyflink.common import Types
 
 from jobs.flink_env import create_keyed_sink, create_raw_source, environments
-from jobs.operators import (CONTROL_RECORD, CONTROL_STATE, DEAD_LETTERS, OUTPUT_RECORD,
-                            VALID_RECORD, ScreenBatch, ValidateControl, ValidateRecord)
+from jobs.operators import (CONTROL_RECORD, CONTROL_STATE, CONVERSATION_TURNS, DEAD_LETTERS, OUTPUT_RECORD,
+                            VALID_RECORD, ConversationRisk, ScreenBatch, ValidateControl, ValidateRecord)
 from lifeguard.config import LifeguardConfig, load_config
+from udfs.grooming import GroomingSettings
 
 def build(cfg: LifeguardConfig):
+    grooming = GroomingSettings.from_config(cfg.grooming)
     env, t_env = environments(cfg)
     topics = cfg.kafka.topics
     slots = cfg.job.batch_slots_per_instance * env.get_parallelism()
@@ -50,18 +56,29 @@ def build(cfg: LifeguardConfig):
     outputs = (validated
                .key_by(lambda r: zlib.crc32(r["user_id"].encode()) % slots, key_type=Types.INT())
                .connect(updates.broadcast(CONTROL_STATE))
-               .process(ScreenBatch(cfg), OUTPUT_RECORD).name("screen batch (profiles, tiers, policy)")
+               .process(ScreenBatch(cfg, grooming), OUTPUT_RECORD).name("screen batch (profiles, tiers, policy)")
                .uid("screen-batch")
                .union(validated.get_side_output(DEAD_LETTERS), updates.get_side_output(DEAD_LETTERS)))
-    # (topic, key, JSON)
+    # (topic, key, JSON); conversation turns have the topic CONVERSATION_TURNS and the pair as key
 
-    # Routing runs in Flink's SQL engine, so no Python operator touches a record after screening.
+    # Splitting and routing run in Flink's SQL engine, so no Python operator touches a record after
+    # screening but the conversation turns.
     t_env.create_temporary_view("outputs", t_env.from_data_stream(outputs))
+    turns = t_env.to_data_stream(t_env.sql_query(
+        f"SELECT `k`, `v` FROM `outputs` WHERE `topic` = '{CONVERSATION_TURNS}'"))
+    # (pair, ConversationTurn JSON)
+    conversations = (turns.key_by(lambda r: r["k"], key_type=Types.STRING())
+                     .process(ConversationRisk(cfg, grooming), OUTPUT_RECORD).name("conversation risk (grooming)")
+                     .uid("conversation-risk"))
+    # (topic, key, JSON): conversation review items and grooming-risk parent alerts
+    t_env.create_temporary_view("conversation_outputs", t_env.from_data_stream(conversations))
+
     statements = t_env.create_statement_set()
     for role in ("decisions", "review_queue", "parent_alerts", "dead_letter"):
         topic, sink = getattr(topics, role), f"sink_{role}"
         create_keyed_sink(t_env, cfg, sink, topic)
-        statements.add_insert_sql(f"INSERT INTO `{sink}` SELECT `k`, `v` FROM `outputs` WHERE `topic` = '{topic}'")
+        statements.add_insert_sql(f"INSERT INTO `{sink}` SELECT `k`, `v` FROM `outputs` WHERE `topic` = '{topic}' "
+                                  f"UNION ALL SELECT `k`, `v` FROM `conversation_outputs` WHERE `topic` = '{topic}'")
     statements.attach_as_datastream()
     return env
 

@@ -83,12 +83,32 @@ def _bench(cfg: LifeguardConfig, args) -> None:
     print(run_bench(cfg, args))
 
 
+def _bench_images(cfg: LifeguardConfig, args) -> None:
+    from lifeguard.bench_images import run_bench_images
+
+    print(run_bench_images(cfg, args.sizes, args.queries, args.images, args.batch))
+
+
+def _bench_sessions(cfg: LifeguardConfig, args) -> None:
+    from lifeguard.bench_sessions import run_session_bench
+
+    print(run_session_bench(cfg, args.users, args.events))
+
+
 def _score(cfg: LifeguardConfig, args) -> None:
-    from lifeguard.score import score_text_file
+    from lifeguard.schemas import AgeBand
     from udfs.screening import Screener
 
+    screener = Screener.from_config(cfg)
+    if args.kind == "images":
+        from lifeguard.score_images import score_images_to
+
+        score_images_to(screener, args.file, sys.stdout, AgeBand(args.age_band))
+        return
+    from lifeguard.score import score_text_file
+
     with (sys.stdin if str(args.file) == "-" else open(args.file)) as source:
-        score_text_file(Screener.from_config(cfg), source, sys.stdout)
+        score_text_file(screener, source, sys.stdout)
 
 
 def _feast(cfg: LifeguardConfig, args) -> None:
@@ -131,9 +151,12 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--truth", type=Path, default=Path(".lifeguard/truth.jsonl"))
         s.set_defaults(run=run)
 
-    s = sub.add_parser("score", help="the current policy's decisions for past messages, offline")
-    s.add_argument("kind", choices=["text"])
-    s.add_argument("file", type=Path, help='JSON lines {"id", "text", "sender_age_band"?, "recipient_age_band"?}; - for stdin')
+    s = sub.add_parser("score", help="the current policy's decisions for past messages or images, offline")
+    s.add_argument("kind", choices=["text", "images"])
+    s.add_argument("file", type=Path, help='text: JSON lines {"id", "text", "sender_age_band"?, '
+                                           '"recipient_age_band"?}, - for stdin; images: an image or a folder')
+    s.add_argument("--age-band", default="under_13", choices=["under_13", "13_15", "16_17", "adult"],
+                   help="images: the audience's age band (default: the youngest)")
     s.set_defaults(run=_score)
 
     s = sub.add_parser("bench", help="throughput and latency of the job next to a trivial job")
@@ -142,6 +165,18 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--latency-seconds", type=float, default=20.0)
     s.add_argument("--modes", default="thread,process", help="python.execution-mode values to compare")
     s.set_defaults(run=_bench)
+    kinds = s.add_subparsers(dest="bench_kind", metavar="{images,sessions}",
+                             help="another benchmark than the chat job's")
+    b = kinds.add_parser("images", help="images/s through the image tier; PDQ look-ups next to python-threatexchange")
+    b.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000], help="bank sizes in hashes")
+    b.add_argument("--queries", type=int, default=1000)
+    b.add_argument("--images", type=int, default=256, help="uploads through the tier")
+    b.add_argument("--batch", type=int, default=32)
+    b.set_defaults(run=_bench_images)
+    b = kinds.add_parser("sessions", help="session events/s through the feature job and its state per 10,000 users")
+    b.add_argument("--users", type=int, default=10_000)
+    b.add_argument("--events", type=int, default=50_000, help="session events in the backlog")
+    b.set_defaults(run=_bench_sessions)
     return p
 
 

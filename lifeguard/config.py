@@ -103,10 +103,61 @@ class LimitsConfig(_Section):
 
 class ModelConfig(_Section):
     text_model: Path = Path("models/build/text_linear.onnx")
+    # The cascade's second stage (MiniLM + heads, one ONNX graph) and the MiniLM tokenizer, both built by
+    # `make models`; the second stage scores what the first leaves uncertain or what a child may read.
+    text_second_stage: Path = Path("models/build/text_minilm.onnx")
+    text_tokenizer: Path = Path("models/build/minilm_tokenizer.json")
     # Use the CUDA execution provider when onnxruntime offers it.
     prefer_gpu: bool = True
     # Image hash banks loaded at start: JSON lines {"bank", "signal_type", "hash"}; absent: empty banks.
     image_banks: Path = Path(".lifeguard/image_banks.jsonl")
+
+
+class FeaturesConfig(_Section):
+    """The child-safety feature job's settings: session timeouts, lateness, alert thresholds, Feast batching."""
+    # A session (or room presence) with no logout ends this long after its last event.
+    heartbeat_timeout_ms: int = Field(120_000, ge=0)
+    # Session events are applied in event-time order once the watermark is this far past them; an event
+    # older than that is too late: counted and dead-lettered.
+    allowed_lateness_ms: int = Field(30_000, ge=0)
+    # A Kafka partition without records for this long stops holding the job's event time back.
+    source_idle_timeout_ms: int = Field(5_000, ge=0)
+    # An event whose clock is this far ahead of its Kafka timestamp is refused (a device clock gone wrong).
+    max_clock_ahead_ms: int = Field(300_000, ge=0)
+    # Screen time: a warning at this share of the parental daily limit, an alert at the limit.
+    screen_warning_share: float = Field(0.8, ge=0)
+    # Stranger time: an alert when a child's minutes of the day with an older stranger, or of direct
+    # conversation with non-friends, reach these.
+    older_stranger_alert_minutes: float = Field(15.0, ge=0)
+    stranger_dm_alert_minutes: float = Field(3.0, ge=0)
+    # Age signals: an adult writing to this many distinct non-friend minors within 24 h is reviewed.
+    many_minors_24h: int = Field(5, ge=0)
+    # One alert per child and kind within this window; the rest are counted as suppressed.
+    alert_dedup_ms: int = Field(6 * 3_600_000, ge=0)
+    # Per-user state bounds: contacts remembered (for "new contact"), the last being dropped first.
+    max_contacts: int = Field(500, ge=0)
+    # Feast pushes are batched: at this many rows, or this long after the first row waiting.
+    push_batch_rows: int = Field(500, ge=0)
+    push_interval_ms: int = Field(5_000, ge=0)
+
+
+class GroomingConfig(_Section):
+    """Conversation-level grooming detection (udfs/grooming.py): its bank, windows and thresholds. The
+    score's weights are not settings: they are chosen by hand and documented in udfs/grooming.py."""
+    # The project's synthetic seed bank, then any platform banks of confirmed cases (same JSON lines).
+    bank_files: list[Path] = [Path("models/grooming/bank.jsonl")]
+    # The window of one pair's recent messages.
+    window_messages: int = Field(40, ge=1)
+    window_ms: int = Field(14 * 86_400_000, ge=1)
+    # A pair with no message for this long (processing time) is forgotten.
+    idle_ms: int = Field(30 * 86_400_000, ge=1)
+    # At most one review item and one parent alert per pair in this long (event time).
+    cooldown_ms: int = Field(7 * 86_400_000, ge=0)
+    review_threshold: float = Field(0.5, ge=0, le=1)
+    alert_threshold: float = Field(0.6, ge=0, le=1)
+    urgent_threshold: float = Field(0.8, ge=0, le=1)
+    # Late night in the child's time zone (UTC when unknown): from the first hour up to the second.
+    late_night_hours: tuple[int, int] = (22, 6)
 
 
 class LifeguardConfig(_Section):
@@ -116,6 +167,8 @@ class LifeguardConfig(_Section):
     job: JobConfig = JobConfig()
     limits: LimitsConfig = LimitsConfig()
     models: ModelConfig = ModelConfig()
+    features: FeaturesConfig = FeaturesConfig()
+    grooming: GroomingConfig = GroomingConfig()
     policy: Path = Path("flink-conf/policy.yaml")
     flink_conf_dir: Path = Path("flink-conf")
     # Local runtime files: broker pid/log, cached connector jars, a Redis started for a local run.

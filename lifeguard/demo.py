@@ -15,13 +15,15 @@ from pathlib import Path
 from tabulate import tabulate
 from tqdm import tqdm
 
+from features.child_summary import child_summary
 from features.feast_store import apply_definitions, load_profiles, open_store
 from lifeguard import kafka_io, localrun
 from lifeguard.config import LifeguardConfig
 from lifeguard.jars import fetch_jars
 from lifeguard.jobrunner import running_job
-from lifeguard.simulator import InjectedCase, Platform, blocklist_images, build_platform, generate_events, \
-    malformed_records
+from lifeguard.schemas import AgeBand
+from lifeguard.simulator import DAY_MS, InjectedCase, Platform, blocklist_images, build_platform, generate_events, \
+    malformed_records, play_day
 from udfs.images import decode_image, image_hashes
 
 CAUGHT_ACTIONS = {"block": {"block"}, "review": {"block", "review"}}
@@ -45,8 +47,9 @@ def write_image_banks(cfg: LifeguardConfig, seed: int) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = []
     for data in blocklist_images(seed):
-        image = decode_image(data, cfg.limits.max_image_bytes, cfg.limits.max_image_pixels)
-        lines.append(json.dumps({"bank": "block", "signal_type": "phash", "hash": image_hashes(image, data).phash}))
+        hashes = image_hashes(decode_image(data, cfg.limits.max_image_bytes, cfg.limits.max_image_pixels), data)
+        lines += [json.dumps({"bank": "block", "signal_type": signal_type, "hash": getattr(hashes, signal_type)})
+                  for signal_type in ("phash", "pdq")]
     path.write_text("\n".join(lines) + "\n")
     return len(lines)
 
@@ -139,16 +142,19 @@ def summary(cfg: LifeguardConfig, published: Published, outputs: dict[str, list[
                                for d in this_run[topics.dead_letter]})]],
         headers=["", "count"], tablefmt="github")]
     # A multi-message case (a grooming conversation) counts once: caught if any of its messages was.
+    # A conversation review item (pair risk) names the message that tipped the pair over the threshold.
+    conversation_reviews = {r["event_id"] for r in this_run[topics.review_queue] if r.get("kind") == "conversation"}
     caught_by_case: dict[tuple[str, str], bool] = {}
     for case in published.truth:
         action = decisions.get(case.event_id, {}).get("action", "missing")
         key = (case.case, case.conversation_id or case.event_id)
-        caught_by_case[key] = caught_by_case.get(key, False) or action in CAUGHT_ACTIONS[case.expect]
+        caught_by_case[key] = (caught_by_case.get(key, False) or action in CAUGHT_ACTIONS[case.expect]
+                               or case.event_id in conversation_reviews)
     by_case: dict[str, Counter] = {}
     for (name, _), caught in caught_by_case.items():
         by_case.setdefault(name, Counter())["caught" if caught else "missed"] += 1
-    lines.append("\nInjected harmful cases (caught: the decision was at least what a moderator would do; "
-                 "a grooming conversation counts once)")
+    lines.append("\nInjected harmful cases (caught: the decision was at least what a moderator would do, or a "
+                 "conversation review item named the message; a grooming conversation counts once)")
     lines.append(tabulate([[c, n["caught"], n["missed"]] for c, n in sorted(by_case.items())] +
                           [["total", sum(n["caught"] for n in by_case.values()),
                             sum(n["missed"] for n in by_case.values())]],
@@ -156,16 +162,50 @@ def summary(cfg: LifeguardConfig, published: Published, outputs: dict[str, list[
     return "\n".join(lines)
 
 
+def publish_play_day(cfg: LifeguardConfig, platform: Platform, children: list[str], seed: int,
+                     day_start_ms: int) -> int:
+    """For the demo: produces ``play_day`` (sessions and chat of these children with friends and strangers,
+    on the day starting at ``day_start_ms``) with Kafka timestamps at event time. Produce it before the live
+    traffic: the live events then carry the job's event time past that day, so its totals and alerts come
+    out. Returns the number of records."""
+    topics = {"sessions": cfg.kafka.topics.sessions, "chat": cfg.kafka.topics.chat}
+    producer = kafka_io.producer(cfg.kafka.bootstrap_servers)
+    events = play_day(platform, children, seed, day_start_ms)
+    for event in events:
+        producer.send(topics[event.topic], key=event.key, value=event.value, timestamp_ms=event.value["ts"])
+    producer.flush()
+    producer.close()
+    return len(events)
+
+
+# Children whose simulated day of sessions and chat (with friends and strangers) the demo plays first.
+DEMO_CHILDREN = 6
+
+
+def children_with_parents(platform: Platform, count: int) -> list[str]:
+    return [p.user_id for p in platform.profiles
+            if p.age_band is AgeBand.UNDER_13 and p.parent_id is not None][:count]
+
+
 def run_demo(cfg: LifeguardConfig, users: int, duration_s: float, rate: float, seed: int) -> str:
     prepare_services(cfg)
-    platform = build_platform(users, seed, now_ms=int(time.time() * 1000))
+    now_ms = int(time.time() * 1000)
+    platform = build_platform(users, seed, now_ms=now_ms)
     print(f"Feast: loaded {prepare_feast(cfg, platform)} user profiles into Redis and the offline store")
     print(f"Image bank: {write_image_banks(cfg, seed)} known-bad image hashes")
-    log = cfg.path(cfg.runtime_dir) / "demo-job.log"
-    print(f"Starting the moderation job on the MiniCluster (log: {log}) ...")
-    with running_job("moderation_job.py", {}, log, cfg.job.web_ui_port) as job:
-        print(f"Flink web UI: {job.web_ui}")
+    # Yesterday (UTC), produced before the jobs start: a backlog, so every partition has records at once
+    # and the live traffic then carries event time past that day, closing its totals.
+    children = children_with_parents(platform, DEMO_CHILDREN)
+    yesterday_ms = (now_ms // DAY_MS - 1) * DAY_MS
+    print(f"Sessions: {publish_play_day(cfg, platform, children, seed, yesterday_ms)} events of yesterday "
+          f"for {len(children)} children")
+    logs = cfg.path(cfg.runtime_dir)
+    print(f"Starting the moderation and feature jobs on MiniClusters (logs: {logs}/demo-*.log) ...")
+    with running_job("moderation_job.py", {}, logs / "demo-job.log", cfg.job.web_ui_port) as job, \
+            running_job("features_job.py", {}, logs / "demo-features.log", cfg.job.web_ui_port + 1) as features:
+        print(f"Flink web UI: moderation {job.web_ui}, features {features.web_ui}")
         published = publish_simulation(cfg, platform, duration_s, rate, seed, malformed=20,
                                        truth_file=cfg.path(cfg.runtime_dir) / "demo-truth.jsonl")
         outputs = collect_outputs(cfg, published, timeout_s=120)
-    return summary(cfg, published, outputs)
+    per_child = child_summary(open_store(cfg), children, outputs[cfg.kafka.topics.parent_alerts])
+    return f"{summary(cfg, published, outputs)}\n\nChildren's day (Feast online store, parent alerts)\n{per_child}"

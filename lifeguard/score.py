@@ -34,10 +34,10 @@ def _input(line_number: int, row: dict) -> ScreeningInput:
 
 
 def _result(decision: Decision) -> dict:
-    link_reasons = [r for r in decision.reasons if r.startswith("link:")]
-    return {"id": decision.event_id, "scores": decision.scores,
-            # Links are judged by the blocklist (1.0: listed); no URL model yet, so unlisted links are null.
-            "link_risk": 1.0 if any("blocklisted" in r for r in link_reasons) else None,
+    scores = dict(decision.scores)
+    return {"id": decision.event_id, "scores": scores,
+            # The riskiest link's probability of being malicious; null when the message has no link.
+            "link_risk": scores.pop("link_risk", None),
             "action": decision.action.value, "reasons": decision.reasons}
 
 

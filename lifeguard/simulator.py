@@ -13,6 +13,7 @@ key, value) and ``Platform.profiles`` into Feast rows; the tests use both direct
   ``InjectedCase`` saying what a good moderator would at least do with it.
 - ``blocklist_images`` / ``blocklist_hashes``: the images of the block bank, for loading it before a run.
 - ``malformed_records``: bad input for the dead-letter path.
+- ``play_day``: a day of play sessions for some children, with friends and strangers in their rooms.
 
 Real text, from the test split only, so the demo's catch rate is not measured on text the model learnt.
 Injected harmful text comes only from rows with ``models.splits.split_of(row text) == "test"``, and each
@@ -1224,6 +1225,63 @@ class _Simulation:
             heapq.heappush(self.scheduled, (now + offset, next(self.counter), message))
         first = messages[0]
         return self._message(now, first.sender, first.recipient, first.room_id, first.text, first.truth)
+
+
+# ---- a child's day of play ------------------------------------------------------------------------
+
+PLAY_HEARTBEAT_MS = 30_000
+
+
+def play_day(platform: Platform, child_ids: Iterable[str], seed: int, day_start_ms: int,
+             sessions_per_child: int = 2) -> list[SimEvent]:
+    """A day of play for some children, in event-time order: each session the child logs in to a
+    favourite room and is joined there by one or two friends and, for part of the time, by one or two
+    strangers (users not on the child's friend list, any age); heartbeats every 30 s; the child chats with
+    a friend, and sometimes a stranger writes to the child directly. For the feature job's demo and tests."""
+    rng = random.Random(f"lifeguard-day:{seed}")
+    ids = itertools.count()
+    events: list[SimEvent] = []
+
+    def session(ts: int, user: str, kind: SessionType, room: str | None = None) -> None:
+        record = SessionEvent(schema_version=1, event_id=f"d{seed}-s-{next(ids)}", ts=ts, user_id=user, type=kind,
+                              room_id=room)
+        events.append(SimEvent("sessions", user, record.model_dump(mode="json")))
+
+    def message(ts: int, user: str, text: str, room: str | None = None, to: str | None = None) -> None:
+        record = ChatMessage(schema_version=1, event_id=f"d{seed}-c-{next(ids)}", ts=ts, user_id=user,
+                             room_id=room, recipient_id=to, channel="text", text=text)
+        events.append(SimEvent("chat", user, record.model_dump(mode="json")))
+
+    def visit(user: str, room: str, start: int, end: int) -> None:
+        session(start, user, "login")
+        session(start, user, "join", room)
+        for ts in range(start + PLAY_HEARTBEAT_MS, end, PLAY_HEARTBEAT_MS):
+            session(ts, user, "heartbeat", room)
+        session(end, user, "leave", room)
+        session(end, user, "logout")
+
+    for child_id in child_ids:
+        child = platform.by_id[child_id]
+        strangers = [p.user_id for p in platform.profiles if p.user_id != child_id and not child.is_friend(p.user_id)]
+        # Afternoon and evening sessions, in the child's day (the day starts at day_start_ms).
+        starts = sorted(rng.sample(range(15 * 60, 20 * 60, 30), sessions_per_child))
+        for start_min in starts:
+            start = day_start_ms + start_min * 60_000
+            end = start + rng.randint(20, 50) * 60_000
+            room = rng.choice(platform.favourite_rooms[child_id])
+            visit(child_id, room, start, end)
+            for friend in rng.sample(child.friend_ids, min(len(child.friend_ids), rng.randint(1, 2))):
+                joined = start + rng.randint(0, 5) * 60_000
+                visit(friend, room, joined, min(end, joined + rng.randint(10, 40) * 60_000))
+                message(joined + 60_000, child_id, fill_template(rng.choice(GAME_CHAT), rng), room=room)
+            for stranger in rng.sample(strangers, min(len(strangers), rng.randint(1, 2))):
+                joined = start + rng.randint(5, 15) * 60_000
+                left = min(end, joined + rng.randint(5, 20) * 60_000)
+                visit(stranger, room, joined, left)
+                if rng.random() < 0.3:
+                    message(joined + 30_000, stranger, fill_template(rng.choice(GAME_CHAT), rng), to=child_id)
+    events.sort(key=lambda e: e.value["ts"])
+    return events
 
 
 def render_link(target: str, rng: random.Random) -> str:

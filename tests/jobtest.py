@@ -7,7 +7,9 @@ import io
 import socket
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from PIL import Image
 
@@ -21,6 +23,7 @@ from lifeguard.jobrunner import running_job
 from lifeguard.schemas import AgeBand
 
 SEED = 11
+READY_TIMEOUT_S = 300
 KID = UserProfile("kid", AgeBand.UNDER_13, friend_ids=("kid-friend",), parent_id="parent-of-kid")
 KID_FRIEND = UserProfile("kid-friend", AgeBand.UNDER_13, friend_ids=("kid",), parent_id="parent-of-kid-friend")
 ADULT = UserProfile("adult", AgeBand.ADULT, age_verified=True, reputation=0.6)
@@ -89,7 +92,11 @@ class Job:
         return by_kind
 
 
-def start_job(tmp_path: Path, **overrides: str):
+@contextmanager
+def started_job(tmp_path: Path, **overrides: str) -> Iterator["Job"]:
+    """A moderation job with its own topics, Feast project and image banks, once it has decided a warm-up
+    message. Flink reports the job RUNNING before its Python operators have loaded their models, which on a
+    busy two-core machine can take minutes; tests time their own events from a job that is ready."""
     environ = isolated_environ(tmp_path, **overrides)
     cfg = load_config(environ=environ)
     localrun.create_topics(cfg)
@@ -97,7 +104,13 @@ def start_job(tmp_path: Path, **overrides: str):
     apply_definitions(cfg, store)
     load_profiles(cfg, store, [KID, KID_FRIEND, ADULT, TEEN])
     write_image_banks(cfg, SEED)
-    return cfg, running_job("moderation_job.py", environ, tmp_path / "job.log", free_port())
+    with running_job("moderation_job.py", environ, tmp_path / "job.log", free_port()) as running:
+        job = Job(cfg, running)
+        warm_up = chat("adult", "warming up", room="lobby")
+        job.produce([("chat", warm_up)])
+        if warm_up["event_id"] not in decisions_by_id(job.outputs({warm_up["event_id"]}, timeout_s=READY_TIMEOUT_S)):
+            raise RuntimeError(f"the job decided nothing within {READY_TIMEOUT_S}s:\n{running.log_tail()}")
+        yield job
 
 
 def decisions_by_id(outputs) -> dict[str, dict]:

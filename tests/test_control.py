@@ -19,7 +19,8 @@ from udfs.control import (HASH_BANK_UPDATES, POLICY_UPDATES, apply_bank_update, 
 from udfs.images import decode_image, image_hashes
 from udfs.parse import Rejected, SourceRef
 from udfs.policy import load_policy
-from udfs.screening import Bank, ScreeningInput, Screener
+from udfs.image_tier import Bank, Banks
+from udfs.screening import ScreeningInput, Screener
 
 DOCUMENT = yaml.safe_load((PROJECT_ROOT / "flink-conf/policy.yaml").read_text())
 POLICY = load_policy(DOCUMENT)
@@ -41,6 +42,15 @@ def bank_update(op: str, bank: str = "known-bad", signal_type: str | None = "pha
     if op in ("enable", "disable"):
         signal_type = hash = None
     return HashBankUpdate(schema_version=1, event_id=event_id, op=op, bank=bank, signal_type=signal_type, hash=hash)
+
+
+def banks_of(snapshot: dict[str, Bank]) -> Banks:
+    banks = Banks()
+    for name, bank in snapshot.items():
+        for signal_type in ("phash", "sha256", "pdq"):
+            banks.add(name, signal_type, sorted(getattr(bank, signal_type)))
+        banks.set_enabled(name, bank.enabled)
+    return banks
 
 
 def raw(obj) -> bytes:
@@ -91,7 +101,7 @@ def test_valid_updates_parse_and_hashes_come_back_lower_case():
     (HASH_BANK_UPDATES, bank_raw(hash=None), "invalid", "needs signal_type and hash"),
     (HASH_BANK_UPDATES, bank_raw(signal_type=None), "invalid", "needs signal_type and hash"),
     (HASH_BANK_UPDATES, bank_raw(signal_type="md5"), "invalid", "signal_type"),
-    (HASH_BANK_UPDATES, bank_raw(signal_type="pdq", hash="ab" * 32), "unprocessable", "not matched by this job"),
+    (HASH_BANK_UPDATES, bank_raw(signal_type="pdq", hash=PHASH), "invalid", "64 hex characters"),
     (HASH_BANK_UPDATES, bank_raw(hash="d1c4e0b0"), "invalid", "16 hex characters"),
     (HASH_BANK_UPDATES, bank_raw(hash="z1c4e0b0f0f8f8f0"), "invalid", "16 hex characters"),
     (HASH_BANK_UPDATES, bank_raw(hash=" d1c4e0b0f0f8f8f0"), "invalid", "16 hex characters"),
@@ -164,25 +174,37 @@ OTHER = "0000000000000001"
     ([bank_update("disable", bank="later")], {"later": Bank(enabled=False)}),
     ([bank_update("add", bank="a"), bank_update("add", bank="b", hash=OTHER)],
      {"a": Bank(phash={PHASH}), "b": Bank(phash={OTHER})}),
+    ([bank_update("add", signal_type="pdq", hash=SHA), bank_update("add", signal_type="pdq", hash=SHA.upper())],
+     {"known-bad": Bank(pdq={SHA})}),
 ])
 def test_bank_updates(updates, expected):
-    banks = {}
+    banks = Banks()
     for update in updates:
         banks = apply_bank_update(banks, update)
-    assert banks == expected
+    assert banks.snapshot() == expected
+
+
+def test_a_bank_past_the_last_member_bit_is_rejected():
+    banks = Banks()
+    for number in range(64):
+        apply_bank_update(banks, bank_update("add", bank=f"b{number}"))
+    with pytest.raises(Rejected) as caught:
+        apply_bank_update(banks, bank_update("add", bank="one-too-many", event_id="hb-65"))
+    assert caught.value.error_kind == "unprocessable" and caught.value.event_id == "hb-65"
+    assert "one-too-many" not in banks
 
 
 @pytest.mark.parametrize("update", [
     bank_update("add", hash="not-a-hash"),
     bank_update("add", signal_type="sha256", hash=PHASH),
-    bank_update("add", signal_type="pdq", hash=SHA),
+    bank_update("add", signal_type="pdq", hash=PHASH),
     bank_update("remove", hash=None),
 ])
 def test_a_malformed_bank_update_is_rejected_and_leaves_the_banks_alone(update):
-    banks = {"known-bad": Bank(phash={OTHER})}
+    banks = banks_of({"known-bad": Bank(phash={OTHER})})
     with pytest.raises(Rejected):
         apply_bank_update(banks, update)
-    assert banks == {"known-bad": Bank(phash={OTHER})}
+    assert banks.snapshot() == {"known-bad": Bank(phash={OTHER})}
 
 
 # ---- broadcast state ----------------------------------------------------------------------------
@@ -203,7 +225,7 @@ def random_updates(rng: random.Random, n: int) -> list:
 @pytest.mark.parametrize("seed", range(5))
 def test_the_state_entries_rebuild_the_copy_in_any_order(seed):
     rng = random.Random(seed)
-    baseline = lambda: {"block": Bank(phash={"0000000000000000", "0000000000000003"})}  # noqa: E731  the banks file
+    baseline = lambda: banks_of({"block": Bank(phash={"0000000000000000", "0000000000000003"})})  # noqa: E731
     policy, banks, state = POLICY, baseline(), {}
     for update in random_updates(rng, 60):
         if isinstance(update, PolicyUpdate):
@@ -214,12 +236,13 @@ def test_the_state_entries_rebuild_the_copy_in_any_order(seed):
         state[key] = value
     entries = list(state.items())
     rng.shuffle(entries)
-    assert restore(POLICY, baseline(), entries) == (policy, banks)
+    restored_policy, restored_banks = restore(POLICY, baseline(), entries)
+    assert restored_policy == policy and restored_banks.snapshot() == banks.snapshot()
 
 
 def test_an_empty_state_restores_the_config_copy():
-    banks = {"block": Bank(phash={PHASH})}
-    assert restore(POLICY, banks, []) == (POLICY, {"block": Bank(phash={PHASH})})
+    restored_policy, restored_banks = restore(POLICY, banks_of({"block": Bank(phash={PHASH})}), [])
+    assert restored_policy == POLICY and restored_banks.snapshot() == {"block": Bank(phash={PHASH})}
 
 
 def test_state_entries_are_strings_keyed_per_policy_bank_and_hash():
@@ -265,7 +288,7 @@ def png_upload() -> tuple[Upload, str, str]:
 
 
 def test_a_new_policy_changes_decisions_and_keeps_the_model_and_blocklist(screener):
-    model, blocklist = screener.text_model, screener.blocklist
+    model, blocklist = screener.text_model, screener.text_tier.blocklist
     assert decide(screener, chat("i love pineapple")).action == "allow"
     rule = {"id": "no_pineapple", "category": "spam", "action": "block", "keywords": ["pineapple"]}
     screener.set_policy(apply_policy_update(screener.policy, policy_update(
@@ -273,7 +296,7 @@ def test_a_new_policy_changes_decisions_and_keeps_the_model_and_blocklist(screen
     decision = decide(screener, chat("i love pineapple"))
     assert decision.action == "block" and decision.policy_version == "v2"
     assert "rule:no_pineapple matched 'pineapple'" in decision.reasons
-    assert screener.text_model is model and screener.blocklist is blocklist
+    assert screener.text_model is model and screener.text_tier.blocklist is blocklist
 
 
 def test_a_policy_whose_blocklist_cannot_be_read_is_rejected_and_the_old_one_stays(screener):
@@ -287,7 +310,7 @@ def test_a_policy_whose_blocklist_cannot_be_read_is_rejected_and_the_old_one_sta
 
 def test_a_banked_image_is_blocked_until_its_bank_is_disabled(screener):
     upload, phash, _ = png_upload()
-    banks = {}
+    banks = Banks()
     screener.set_banks(banks)
     assert decide(screener, upload).action == "allow"
     apply_bank_update(banks, bank_update("add", bank="fresh", hash=phash))
@@ -302,7 +325,7 @@ def test_a_banked_image_is_blocked_until_its_bank_is_disabled(screener):
 
 def test_an_exact_sha256_match_blocks(screener):
     upload, _, sha = png_upload()
-    screener.set_banks(apply_bank_update({}, bank_update("add", bank="exact", signal_type="sha256", hash=sha)))
+    screener.set_banks(apply_bank_update(Banks(), bank_update("add", bank="exact", signal_type="sha256", hash=sha)))
     decision = decide(screener, upload)
-    assert decision.action == "block" and f"image:sha256 {sha} in bank exact" in decision.reasons
+    assert decision.action == "block" and f"image:sha256 {sha} in bank exact (block bank match)" in decision.reasons
     assert decision.scores["image_bank_distance"] == 0

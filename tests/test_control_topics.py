@@ -19,7 +19,7 @@ import yaml
 
 from lifeguard import PROJECT_ROOT
 from lifeguard.simulator import benign_images
-from jobtest import SEED, Job, chat, start_job, upload
+from jobtest import SEED, Job, chat, started_job, upload
 from udfs.images import decode_image, image_hashes
 
 DOCUMENT = yaml.safe_load((PROJECT_ROOT / "flink-conf/policy.yaml").read_text())
@@ -27,9 +27,8 @@ DOCUMENT = yaml.safe_load((PROJECT_ROOT / "flink-conf/policy.yaml").read_text())
 
 @pytest.fixture(scope="module")
 def job(services, tmp_path_factory):
-    cfg, context = start_job(tmp_path_factory.mktemp("control"))
-    with context as running:
-        yield Job(cfg, running)
+    with started_job(tmp_path_factory.mktemp("control")) as job:
+        yield job
 
 
 def run_id() -> str:

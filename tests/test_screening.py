@@ -85,11 +85,12 @@ def test_an_upload_that_is_not_an_image_becomes_a_dead_letter(screener):
     assert letter.event_id == "u-1" and base64.b64decode(letter.original_b64) == b"raw bytes"
 
 
-def test_an_image_upload_gets_a_decision_that_says_no_image_model_ran(screener):
+def test_an_image_upload_gets_a_nudity_score_and_says_which_categories_have_no_model(screener):
     buffer = io.BytesIO()
     Image.new("RGB", (32, 32), (200, 40, 40)).save(buffer, "PNG")
     event = Upload(schema_version=1, event_id="u-2", ts=900, user_id="kid", room_id="lobby",
                    content_type="image/png", image_b64=base64.b64encode(buffer.getvalue()).decode())
     (decision,) = [o for o in screener.screen([ScreeningInput(event, SOURCE, b"{}", KID, None)], now_ms=1_050)
                    if isinstance(o, Decision)]
-    assert decision.kind == "upload" and "image:no image model in this tier yet" in decision.reasons
+    assert decision.kind == "upload" and "nudity" in decision.scores
+    assert "image:no model for weapons, gore, hate_symbols: caption and profile only" in decision.reasons

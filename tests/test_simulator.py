@@ -19,7 +19,7 @@ from lifeguard import PROJECT_ROOT
 from lifeguard.config import LimitsConfig
 from lifeguard.schemas import INPUT_SCHEMAS, AgeBand
 from lifeguard.simulator import AGE_MIX, CASES, DEFAULT_DATA_DIR, MALFORMED_KINDS, MIN_UNRELATED_DISTANCE, \
-    HarmMix, SimEvent, blocklist_hashes, build_platform, generate_events, malformed_records, refang
+    HarmMix, SimEvent, blocklist_hashes, build_platform, generate_events, malformed_records, play_day, refang
 from models.datasets import DATA_SETS, load
 from models.splits import split_of
 from udfs.images import decode_image, hamming, image_hashes, match_bank
@@ -362,3 +362,29 @@ def test_malformed_records_cover_every_fault_and_are_deterministic():
     assert any(raw.startswith(b"{") and not raw.endswith(b"}") for _, raw in records)  # truncated JSON
     with pytest.raises(UnicodeDecodeError):
         next(raw for _, raw in records if b"\xff" in raw or b"\xe9" in raw or b"\xc3\x28" in raw).decode("utf-8")
+
+
+# ---- a day of play --------------------------------------------------------------------------------------
+
+def test_play_day_puts_children_with_friends_and_strangers(platform):
+    from features.sessions import UserSessions
+    from features.stranger_time import stranger_time
+
+    children = [p.user_id for p in platform.profiles if p.age_band is AgeBand.UNDER_13 and p.friend_ids][:4]
+    events = play_day(platform, children, seed=3, day_start_ms=START_MS)
+    assert events == play_day(platform, children, seed=3, day_start_ms=START_MS)
+    assert [e.value["ts"] for e in events] == sorted(e.value["ts"] for e in events)
+    trackers: dict[str, UserSessions] = {}
+    for event in events:
+        INPUT_SCHEMAS[event.topic].model_validate_json(json.dumps(event.value))
+        if event.topic == "sessions":
+            record = INPUT_SCHEMAS["sessions"].model_validate(event.value)
+            trackers.setdefault(event.key, UserSessions(event.key)).offer(record, record.ts, 0)
+    pieces = [p for tracker in trackers.values() for p in tracker.advance(START_MS + 2 * 86_400_000)]
+    by_child = {s.child_id: s for s in stranger_time(pieces, platform.by_id)}
+    for child in children:
+        own = [p for p in pieces if p.user_id == child]
+        friends_there = [p for p in pieces if platform.by_id[child].is_friend(p.user_id) and
+                         any(p.room_id == o.room_id and p.start_ms < o.end_ms and o.start_ms < p.end_ms for o in own)]
+        assert friends_there, child
+        assert 0 < by_child[child].stranger_ms < sum(p.duration_ms for p in own), child

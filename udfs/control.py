@@ -9,7 +9,8 @@ rebuilds the copy after a failure.
 - ``policy-updates`` carries a whole policy document; the newest valid one is in force. Until the first
   arrives, the policy file from config is.
 - ``hash-bank-updates`` changes the banks loaded from the banks file in config, one hash or one bank at a
-  time: add or remove a pHash or SHA-256 hash, enable or disable a bank. Updates are idempotent (adding a
+  time: add or remove a pHash, PDQ or SHA-256 hash, enable or disable a bank (a bank's kind, block,
+  review or allow, and its distances are policy: ``udfs.image_policy``). Updates are idempotent (adding a
   present hash, removing an absent one, disabling a disabled bank change nothing), so a replay after a
   restore does no harm. A disabled bank keeps its hashes and matches nothing until enabled again.
 """
@@ -25,14 +26,15 @@ from lifeguard.schemas import CONTROL_SCHEMAS, SCHEMA_VERSION, HashBankUpdate, P
 from udfs.parse import Rejected, explain, parse_record
 from udfs.policy import Policy, load_policy
 from udfs.rules import RuleMatcher
-from udfs.screening import BANK_SIGNAL_TYPES, Bank
+from udfs.image_tier import BANK_SIGNAL_TYPES, Banks
 
 POLICY_UPDATES = "policy-updates"
 HASH_BANK_UPDATES = "hash-bank-updates"
 ControlUpdate = PolicyUpdate | HashBankUpdate
 
-# Hashes as udfs.images writes them: lower-case hex, 64 bits for pHash, 256 for SHA-256.
-HASH_FORMATS = {"phash": re.compile(r"[0-9a-f]{16}"), "sha256": re.compile(r"[0-9a-f]{64}")}
+# Hashes as udfs.images writes them: lower-case hex, 64 bits for pHash, 256 for SHA-256 and PDQ.
+HASH_FORMATS = {"phash": re.compile(r"[0-9a-f]{16}"), "sha256": re.compile(r"[0-9a-f]{64}"),
+                "pdq": re.compile(r"[0-9a-f]{64}")}
 
 
 # ---- parsing and validation ---------------------------------------------------------------------
@@ -54,7 +56,7 @@ def policy_of(update: PolicyUpdate) -> Policy:
     except ValidationError as exc:
         raise Rejected("invalid", f"policy: {explain(exc)}", update.event_id) from None
     try:
-        RuleMatcher(policy.rules)
+        RuleMatcher(policy.rules, policy.allowlist)
     except (ValueError, re.error) as exc:  # a rule with nothing to match, or a pattern that does not compile
         raise Rejected("invalid", f"policy rules: {exc}", update.event_id) from None
     return policy
@@ -97,19 +99,22 @@ def apply_policy_update(current: Policy, update: PolicyUpdate) -> Policy:
     return policy
 
 
-def apply_bank_update(banks: dict[str, Bank], update: HashBankUpdate) -> dict[str, Bank]:
-    """Applies the update to ``banks`` in place and returns them (a bank may hold many hashes: copying it
-    for every update would make loading a bank through the topic quadratic). ``Rejected``, with
-    ``banks`` untouched, if the update is not well formed. Adding to an unknown bank creates it enabled;
-    enabling or disabling an unknown bank creates it empty, so a bank can be disabled before it fills."""
+def apply_bank_update(banks: Banks, update: HashBankUpdate) -> Banks:
+    """Applies the update to ``banks`` in place (the index takes it without a rebuild) and returns them.
+    ``Rejected``, with ``banks`` untouched, if the update is not well formed or would make one bank too
+    many. Adding to an unknown bank creates it enabled; enabling or disabling an unknown bank creates it
+    empty, so a bank can be disabled before it fills."""
     update = checked_bank_update(update)
-    bank = banks.setdefault(update.bank, Bank())
+    try:
+        banks.ensure(update.bank)
+    except ValueError as exc:
+        raise Rejected("unprocessable", str(exc), update.event_id) from None
     if update.op == "add":
-        getattr(bank, update.signal_type).add(update.hash)
+        banks.add(update.bank, update.signal_type, [update.hash])
     elif update.op == "remove":
-        getattr(bank, update.signal_type).discard(update.hash)
+        banks.remove(update.bank, update.signal_type, [update.hash])
     else:
-        bank.enabled = update.op == "enable"
+        banks.set_enabled(update.bank, update.op == "enable")
     return banks
 
 
@@ -131,8 +136,8 @@ def state_entry(update: ControlUpdate) -> tuple[str, str]:
     return json.dumps(["hash", update.bank, update.signal_type, update.hash]), json.dumps(update.op == "add")
 
 
-def restore(policy: Policy, banks: dict[str, Bank],
-            entries: Iterable[tuple[str, str]]) -> tuple[Policy, dict[str, Bank]]:
+def restore(policy: Policy, banks: Banks,
+            entries: Iterable[tuple[str, str]]) -> tuple[Policy, Banks]:
     """The Python copy rebuilt from broadcast state entries, on top of the policy and banks from config
     (``banks`` is changed in place). The entries were validated when they were written."""
     for key, value in entries:

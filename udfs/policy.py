@@ -3,18 +3,22 @@
 Every screening tier turns what it found into ``Signal``s (category, action, reason); the decision is
 the most severe action any signal asks for, with every signal's reason kept. Thresholds are calibrated
 probabilities per category and age band, where the band is that of the youngest party involved and an
-unknown age counts as the youngest.
+unknown age counts as the youngest. The sender's recent behaviour (``behaviour``) can scale a message's
+model thresholds down: a repeat offender's borderline message is treated as more likely harmful than a
+first-timer's, and so is a message from someone with no history to a child who does not know them.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Annotated, Mapping
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from features.profiles import UserProfile
 from lifeguard.schemas import Action, AgeBand
+from udfs.image_policy import ImagePolicy
 
 
 class _Strict(BaseModel):
@@ -34,9 +38,11 @@ class Rule(_Strict):
     category: str
     action: Action
     description: str = ""
-    # Whole words or phrases, matched on the normalised text.
+    # Whole words or phrases, matched on the normalised text (udfs.rules); "word*" also matches words
+    # that start with it, "*word" words that end with it, "*word*" words that hold it.
     keywords: list[str] = []
-    # Regular expressions over the normalised text; keep them free of nested quantifiers.
+    # RE2 regular expressions (linear time; no back-references or look-arounds), searched in the
+    # lower-cased text (digits and punctuation intact) and in the normalised text.
     patterns: list[str] = []
     # Applies only when a minor is involved (for example an adult asking a child to move off-platform).
     minors_only: bool = False
@@ -47,12 +53,37 @@ class LinkPolicy(_Strict):
     blocked_action: Action = Action.BLOCK
     # Any link sent directly to a minor, blocklisted or not.
     link_to_minor_action: Action = Action.WARN
+    # The URL model's calibrated phishing probability ("link_risk") at or above which a link gets
+    # ``risk_action``; None: the model's score is shown but asks for nothing.
+    risk_threshold: float | None = Field(None, ge=0, le=1)
+    risk_action: Action = Action.REVIEW
+    # Invite links and profiles of other chat apps ("discord.gg", "discord.com/invite"): moving a
+    # child to where the platform cannot protect them. Applies when a minor is involved.
+    off_platform_sites: list[str] = []
+    off_platform_action: Action = Action.REVIEW
+    # A host written with look-alike letters from another script ("раураl.com") is a disguise.
+    lookalike_host_action: Action = Action.REVIEW
 
 
-class ImagePolicy(_Strict):
-    # Hamming distance on 64-bit pHash: at most block_max_distance blocks, up to review_max_distance reviews.
-    block_max_distance: int = Field(6, ge=0, le=64)
-    review_max_distance: int = Field(10, ge=0, le=64)
+class RecentViolations(_Strict):
+    # Violations: decisions warn, shadow or block on the sender's messages (the user_behaviour view).
+    min_violations_7d: int = Field(2, ge=1)
+    threshold_scale: float = Field(1.0, ge=0, le=1)  # 1: no tightening
+
+
+class NoHistoryContactingMinor(_Strict):
+    """A direct message to a minor from a sender with no behaviour on record in 7 days who is not a friend."""
+
+    threshold_scale: float = Field(1.0, ge=0, le=1)
+
+
+class BehaviourPolicy(_Strict):
+    """How the sender's behaviour features tighten the model thresholds of their message (scales multiply
+    every warn, review and block threshold; at most 1, so behaviour never loosens a threshold). Left out,
+    thresholds stay as they are."""
+
+    recent_violations: RecentViolations = RecentViolations()
+    no_history_contacting_minor: NoHistoryContactingMinor = NoHistoryContactingMinor()
 
 
 class Policy(_Strict):
@@ -62,6 +93,8 @@ class Policy(_Strict):
     room_audience: AgeBand = AgeBand.UNDER_13
     # Voice transcripts are noisy: model thresholds are raised by this much for them.
     voice_margin: float = Field(0.1, ge=0, le=1)
+    # Per-category margins where noise hurts one category more than another (measured by models.thresholds).
+    voice_margin_by_category: dict[str, Annotated[float, Field(ge=0, le=1)]] = {}
     # Bands whose linked parents are alerted when their child sends or receives something blocked.
     alert_bands: list[AgeBand] = [AgeBand.UNDER_13, AgeBand.TEEN_13_15]
     urgent_categories: list[str] = ["sexual", "sexual_minors", "self_harm", "threat"]
@@ -69,8 +102,12 @@ class Policy(_Strict):
     # model reads "i want to kill myself" as a threat too, and a person at risk needs help, not a block.
     review_instead_of_block_when: dict[str, list[str]] = {}
     rules: list[Rule] = []
+    # Words and phrases inside which a keyword hit does not count ("scunthorpe", "assassin*"): the
+    # cure for wildcard keywords' false hits. Same syntax as keywords.
+    allowlist: list[str] = []
     links: LinkPolicy = LinkPolicy()
     images: ImagePolicy = ImagePolicy()
+    behaviour: BehaviourPolicy = BehaviourPolicy()
 
     @model_validator(mode="after")
     def _every_band(self):
@@ -99,19 +136,50 @@ class Verdict:
     categories: tuple[str, ...]
 
 
-def model_signals(policy: Policy, scores: Mapping[str, float], band: AgeBand, voice: bool) -> list[Signal]:
-    margin = policy.voice_margin if voice else 0.0
+@dataclass(frozen=True)
+class Tightening:
+    scale: float
+    reason: str
+
+
+def behaviour_tightening(policy: BehaviourPolicy, sender: UserProfile, recipient: UserProfile | None,
+                         direct: bool) -> Tightening | None:
+    """The scale for the sender's model thresholds on this message, with the reason; None: no tightening.
+    A sender with history is judged by its violations; one without by whom it writes to."""
+    if sender.has_history:
+        rule = policy.recent_violations
+        if sender.violations_7d < rule.min_violations_7d or rule.threshold_scale == 1:
+            return None
+        return Tightening(rule.threshold_scale, f"behaviour: {sender.violations_7d} violations in 7 days: "
+                                                f"thresholds x{rule.threshold_scale:g}")
+    scale = policy.no_history_contacting_minor.threshold_scale
+    to_unknown_minor = (direct and recipient is not None and recipient.effective_age_band.is_minor
+                        and not recipient.is_friend(sender.user_id) and not sender.is_friend(recipient.user_id))
+    if not to_unknown_minor or scale == 1:
+        return None
+    return Tightening(scale, f"behaviour: no history, writing directly to a minor who is not a friend: "
+                             f"thresholds x{scale:g}")
+
+
+def model_signals(policy: Policy, scores: Mapping[str, float], band: AgeBand, voice: bool,
+                  scale: float = 1.0) -> list[Signal]:
+    """Each category's most severe action whose threshold (plus the voice margin, times ``scale``) the
+    score reaches."""
     signals = []
     for category, score in scores.items():
+        margin = policy.voice_margin_by_category.get(category, policy.voice_margin) if voice else 0.0
         bands = policy.thresholds.get(category)
         if bands is None:
             continue
         limits = bands[band]
         for action in (Action.BLOCK, Action.REVIEW, Action.WARN):
             limit = getattr(limits, action.value)
-            if limit is not None and score >= min(limit + margin, 1.0):
+            if limit is None:
+                continue
+            threshold = (limit + margin) * max(scale, 0.0)
+            if score >= min(threshold, 1.0):
                 signals.append(Signal(category, action, f"model:{category} {score:.2f} >= {action.value} "
-                                                        f"{limit + margin:.2f} for {band.value}"))
+                                                        f"{threshold:.2f} for {band.value}"))
                 break
     return signals
 

@@ -3,12 +3,12 @@
 ``Screener.screen`` is the one code path behind the Flink job and offline scoring. It takes events
 with their users' profiles and returns the outputs to publish: one ``Decision`` per event, plus
 ``ReviewItem``s, ``ParentAlert``s, or a ``DeadLetter`` for an upload that cannot be processed.
+The sender's behaviour features (on its profile) can tighten the model thresholds of its message
+(``udfs.policy.behaviour_tightening``); the decision's reasons then say why.
 """
 from __future__ import annotations
 
-import base64
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence, Union
 
@@ -16,13 +16,12 @@ from features.profiles import UserProfile
 from lifeguard.config import LifeguardConfig, LimitsConfig
 from lifeguard.schemas import (Action, AgeBand, ChatMessage, DeadLetter, Decision, ParentAlert, ReviewItem,
                                Upload)
-from udfs.images import ImageRejected, decode_image, image_hashes, match_bank
-from udfs.links import Blocklist, extract_links
-from udfs.normalize import normalize
+from udfs.image_model import ImageModel
+from udfs.image_tier import Banks, ImageResult, ImageTier, load_image_banks
 from udfs.parse import Rejected, SourceRef, dead_letter
-from udfs.policy import Policy, Signal, Verdict, decide, load_policy, model_signals, soften
-from udfs.rules import RuleMatcher
+from udfs.policy import Policy, Verdict, behaviour_tightening, decide, load_policy, soften
 from udfs.text_model import TextModel
+from udfs.text_tier import TextTier
 
 Output = Union[Decision, ReviewItem, ParentAlert, DeadLetter]
 EXCERPT_CHARS = 120
@@ -35,35 +34,6 @@ class ScreeningInput:
     raw: bytes  # the record's original bytes, for a dead letter
     sender: UserProfile
     recipient: UserProfile | None  # for direct messages and uploads sent to one user
-
-
-@dataclass
-class Bank:
-    """One hash bank: perceptual hashes (pHash, 16 hex characters) matched within a Hamming distance, and
-    SHA-256 digests of the uploaded bytes matched exactly. A disabled bank keeps its hashes but is left
-    out of matching until it is enabled again. Mutable: the hash-bank-updates topic changes it in place
-    (``udfs.control.apply_bank_update``)."""
-
-    phash: set[str] = field(default_factory=set)
-    sha256: set[str] = field(default_factory=set)
-    enabled: bool = True
-
-
-BANK_SIGNAL_TYPES = ("phash", "sha256")
-
-
-def load_image_banks(path: Path) -> dict[str, Bank]:
-    """Bank name -> its hashes; a missing file means no banked images yet. Lines of another signal type
-    (pdq: no PDQ matching in this job yet) are skipped."""
-    banks: dict[str, Bank] = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            if line.strip():
-                entry = json.loads(line)
-                signal_type = entry.get("signal_type", "phash")
-                if signal_type in BANK_SIGNAL_TYPES:
-                    getattr(banks.setdefault(entry["bank"], Bank()), signal_type).add(entry["hash"].lower())
-    return banks
 
 
 def audience_band(policy: Policy, item: ScreeningInput) -> AgeBand:
@@ -82,44 +52,37 @@ class Screener:
     job swaps the policy (``set_policy``) and the banks (``set_banks``) without touching the model."""
 
     def __init__(self, policy: Policy, text_model: TextModel, limits: LimitsConfig,
-                 image_banks: dict[str, Bank], base_dir: Path):
+                 image_banks: Banks, base_dir: Path, image_model: ImageModel | None = None):
         self.text_model = text_model
         self.limits = limits
-        self.image_banks = image_banks
-        self.base_dir = base_dir
-        self.policy = policy
-        self.rules = RuleMatcher(policy.rules)
-        self.blocklist = self._load_blocklist(policy)
+        self.text_tier = TextTier(policy, base_dir)
+        self.image_tier = ImageTier(image_banks, limits, image_model)
         self.model_errors = 0
 
     @classmethod
     def from_config(cls, cfg: LifeguardConfig) -> "Screener":
         return cls(load_policy(cfg.path(cfg.policy)),
-                   TextModel.load(cfg.path(cfg.models.text_model), prefer_gpu=cfg.models.prefer_gpu),
-                   cfg.limits, load_image_banks(cfg.path(cfg.models.image_banks)), cfg.path(Path(".")))
+                   TextModel.load(cfg.path(cfg.models.text_model), prefer_gpu=cfg.models.prefer_gpu,
+                                  second_stage=cfg.path(cfg.models.text_second_stage),
+                                  tokenizer=cfg.path(cfg.models.text_tokenizer)),
+                   cfg.limits, load_image_banks(cfg.path(cfg.models.image_banks)), cfg.path(Path(".")),
+                   ImageModel.load(prefer_gpu=cfg.models.prefer_gpu))
 
-    def _load_blocklist(self, policy: Policy) -> Blocklist:
-        return Blocklist.from_files(
-            p if p.is_absolute() else self.base_dir / p for p in policy.links.blocklist_files)
+    @property
+    def policy(self) -> Policy:
+        return self.text_tier.policy
+
+    @property
+    def image_banks(self) -> Banks:
+        return self.image_tier.banks
 
     def set_policy(self, policy: Policy) -> None:
-        """Puts ``policy`` in force for the next batch: the rules are recompiled, the link blocklist is
-        reread only when the policy names other files, the model session stays. All or nothing: a
+        """Puts ``policy`` in force for the next batch; the model session stays. All or nothing: a
         blocklist file that cannot be read raises ``Rejected`` and the old policy stays."""
-        rules = RuleMatcher(policy.rules)
-        blocklist = self.blocklist
-        if policy.links.blocklist_files != self.policy.links.blocklist_files:
-            try:
-                blocklist = self._load_blocklist(policy)
-            except (OSError, KeyError, ValueError) as exc:  # missing file, or not a kind/host/target CSV
-                raise Rejected("unprocessable", f"policy {policy.version}: links.blocklist_files cannot be "
-                                                f"read here: {type(exc).__name__}: {exc}") from None
-        self.policy, self.rules, self.blocklist = policy, rules, blocklist
+        self.text_tier = self.text_tier.with_policy(policy)
 
-    def set_banks(self, image_banks: dict[str, Bank]) -> None:
-        self.image_banks = image_banks
-
-    # ---- text ---------------------------------------------------------------------------------
+    def set_banks(self, image_banks: Banks) -> None:
+        self.image_tier.banks = image_banks
 
     def _text_of(self, event: ChatMessage | Upload) -> tuple[str, tuple[str, ...]]:
         text = event.text if isinstance(event, ChatMessage) else event.caption
@@ -128,99 +91,55 @@ class Screener:
                 f"text truncated from {len(text)} to {self.limits.max_text_chars} characters for screening",)
         return text, ()
 
-    def _score_texts(self, texts: Sequence[str]) -> list[dict[str, float]] | None:
+    def _score_texts(self, texts: Sequence[str], minors: Sequence[bool]) -> list[dict[str, float]] | None:
         try:
-            return self.text_model.score_batch(texts)
+            return self.text_model.score_batch(texts, minors)
         except Exception:  # a model failure must not drop the batch: it goes to review (fail safe)
             self.model_errors += 1
             return None
-
-    def text_signals(self, text: str, scores: dict[str, float] | None, band: AgeBand,
-                     voice: bool, direct_to_minor: bool) -> list[Signal]:
-        if scores is None:
-            return [Signal("model_error", Action.REVIEW, "model:error, sent to review (fail safe)")]
-        signals = model_signals(self.policy, scores, band, voice)
-        normalised = normalize(text)
-        # Both forms: normalising folds digits into letters, which phone-number patterns need intact.
-        for hit in self.rules.match(f"{text.lower()}\n{normalised}", band.is_minor):
-            signals.append(Signal(hit.rule.category, hit.rule.action, f"rule:{hit.rule.id} matched '{hit.matched}'"))
-        for link in extract_links(text) + extract_links(normalised):
-            if entry := self.blocklist.blocked(link):
-                signals.append(Signal("link", self.policy.links.blocked_action, f"link:blocklisted {entry}"))
-            elif direct_to_minor:
-                signals.append(Signal("link", self.policy.links.link_to_minor_action,
-                                      f"link:{link.host} sent directly to a minor"))
-        return list(dict.fromkeys(signals))
-
-    # ---- images -------------------------------------------------------------------------------
-
-    def _image_bytes(self, upload: Upload) -> bytes:
-        if upload.image_b64 is not None:
-            try:
-                return base64.b64decode(upload.image_b64, validate=True)
-            except ValueError as exc:
-                raise Rejected("unprocessable", f"image_b64 is not valid base64: {exc}", upload.event_id) from None
-        path = upload.uri.removeprefix("file://")
-        if "://" in path:
-            raise Rejected("unprocessable", f"unsupported image URI scheme: {upload.uri}", upload.event_id)
-        try:
-            return Path(path).read_bytes()
-        except OSError as exc:
-            raise Rejected("unprocessable", f"image URI cannot be read: {exc}", upload.event_id) from None
-
-    def image_signals(self, upload: Upload) -> tuple[list[Signal], dict[str, float]]:
-        data = self._image_bytes(upload)
-        try:
-            image = decode_image(data, self.limits.max_image_bytes, self.limits.max_image_pixels)
-        except ImageRejected as exc:
-            raise Rejected("unprocessable", f"image rejected: {exc}", upload.event_id) from None
-        hashes = image_hashes(image, data)
-        images = self.policy.images
-        signals, nearest = [], 64
-        for name, bank in self.image_banks.items():
-            if not bank.enabled:
-                continue
-            if hashes.sha256 in bank.sha256:
-                nearest = 0
-                signals.append(Signal("image_bank", Action.BLOCK, f"image:sha256 {hashes.sha256} in bank {name}"))
-                continue
-            found = match_bank(hashes.phash, bank.phash, images.review_max_distance)
-            if found is None:
-                continue
-            banked, distance = found
-            nearest = min(nearest, distance)
-            action = Action.BLOCK if distance <= images.block_max_distance else Action.REVIEW
-            signals.append(Signal("image_bank", action,
-                                  f"image:phash {hashes.phash} within {distance} bits of {banked} in bank {name}"))
-        signals.append(Signal("image_model", Action.ALLOW, "image:no image model in this tier yet"))
-        return signals, {"image_bank_distance": float(nearest)}
 
     # ---- the batch ----------------------------------------------------------------------------
 
     def screen(self, items: Sequence[ScreeningInput], now_ms: int) -> list[Output]:
         texts, truncations = zip(*(self._text_of(i.event) for i in items)) if items else ((), ())
-        all_scores = self._score_texts(list(texts)) if items else []
+        minors = [audience_band(self.policy, item).is_minor for item in items]
+        all_scores = self._score_texts(list(texts), minors) if items else []
+        images = self._screen_images(items)
         outputs: list[Output] = []
         for index, item in enumerate(items):
             scores = None if all_scores is None else all_scores[index]
             try:
-                outputs.extend(self._screen_one(item, texts[index], scores, truncations[index], now_ms))
+                outputs.extend(self._screen_one(item, texts[index], scores, truncations[index], images.get(index),
+                                                now_ms))
             except Rejected as rejected:
                 outputs.append(dead_letter(item.source, item.raw, rejected, now_ms))
         return outputs
 
+    def _screen_images(self, items: Sequence[ScreeningInput]) -> dict[int, ImageResult | Rejected]:
+        """The batch's uploads through the image tier at once (one image-model run), by position in items."""
+        positions = [i for i, item in enumerate(items) if isinstance(item.event, Upload)]
+        results = self.image_tier.screen([items[i].event for i in positions], self.policy.images,
+                                         [audience_band(self.policy, items[i]) for i in positions])
+        return dict(zip(positions, results))
+
     def _screen_one(self, item: ScreeningInput, text: str, scores: dict[str, float] | None,
-                    notes: tuple[str, ...], now_ms: int) -> Iterable[Output]:
+                    notes: tuple[str, ...], image: ImageResult | Rejected | None, now_ms: int) -> Iterable[Output]:
         event = item.event
         band = audience_band(self.policy, item)
         voice = isinstance(event, ChatMessage) and event.channel == "voice"
         direct_to_minor = event.is_direct and item.recipient is not None and item.recipient.effective_age_band.is_minor
-        signals = self.text_signals(text, scores, band, voice, direct_to_minor)
-        shown_scores = dict(scores or {})
-        if isinstance(event, Upload):
-            image_signals, image_scores = self.image_signals(event)
-            signals += image_signals
-            shown_scores.update(image_scores)
+        tightening = (None if scores is None  # no model scores (model failure): nothing to tighten
+                      else behaviour_tightening(self.policy.behaviour, item.sender, item.recipient, event.is_direct))
+        signals, text_scores = self.text_tier.signals(text, scores, band, voice, direct_to_minor,
+                                                      tightening.scale if tightening else 1.0)
+        if tightening is not None:
+            notes += (tightening.reason,)
+        shown_scores = {**(scores or {}), **text_scores}
+        if isinstance(image, Rejected):
+            raise image
+        if image is not None:
+            signals += image.signals
+            shown_scores.update(image.scores)
         verdict = decide(soften(self.policy, signals), notes + fallback_notes(item))
         decision = Decision(
             event_id=event.event_id, user_id=event.user_id,
