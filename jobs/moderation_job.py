@@ -7,10 +7,12 @@ letters out.
       -> screen batch    Feast profiles + text/image tiers + policy, one model call per batch
            ^ broadcast   policy and hash-bank updates, validated (bad ones: dead letters), kept in
            |             broadcast state: Kafka policy-updates|hash-bank-updates
-           |             + a conversation turn per direct message with a minor (grooming-bank match,
-           |               one encoder run per batch)
-      -> split (SQL)     conversation turns -> key_by pair -> conversation risk (pair window, timers)
-                                               -> conversation review items, grooming-risk parent alerts
+           |             + a conversation turn per direct message with a minor (grooming-bank match
+           |               from the second stage's embedding) and each room's speakers
+      -> split (SQL)     room speakers -> key_by room -> room meetings (child and much older user) --+
+                         conversation turns ---------------------------------------------------+-+
+                           -> key_by pair -> conversation risk (pair window and meeting, timers)
+                           -> conversation review items, grooming-risk parent alerts
       -> route (SQL)     (topic, key, JSON) rows of both, split by topic
       -> Kafka decisions | review-queue | parent-alerts | dead-letter
 
@@ -21,13 +23,22 @@ from __future__ import annotations
 
 import zlib
 
-from pyflink.common import Types
+from pyflink.common import Row, Types
 
 from jobs.flink_env import create_keyed_sink, create_raw_source, environments
 from jobs.operators import (CONTROL_RECORD, CONTROL_STATE, CONVERSATION_TURNS, DEAD_LETTERS, OUTPUT_RECORD,
-                            VALID_RECORD, ConversationRisk, ScreenBatch, ValidateControl, ValidateRecord)
+                            ROOM_SPEAKERS, VALID_RECORD, ConversationRisk, RoomMeetings, ScreenBatch, ValidateControl,
+                            ValidateRecord)
 from lifeguard.config import LifeguardConfig, load_config
 from udfs.grooming import GroomingSettings
+
+
+def internal_stream(t_env, name: str):
+    """The screening outputs with the internal topic ``name``, as OUTPUT_RECORD rows."""
+    table = t_env.sql_query(f"SELECT `topic`, `k`, `v` FROM `outputs` WHERE `topic` = '{name}'")
+    # Named fields: the key selector after this map reads the row as the map made it, not as typed.
+    return t_env.to_data_stream(table).map(lambda r: Row(topic=r[0], k=r[1], v=r[2]), OUTPUT_RECORD)
+
 
 def build(cfg: LifeguardConfig):
     grooming = GroomingSettings.from_config(cfg.grooming)
@@ -56,18 +67,21 @@ def build(cfg: LifeguardConfig):
     outputs = (validated
                .key_by(lambda r: zlib.crc32(r["user_id"].encode()) % slots, key_type=Types.INT())
                .connect(updates.broadcast(CONTROL_STATE))
-               .process(ScreenBatch(cfg, grooming), OUTPUT_RECORD).name("screen batch (profiles, tiers, policy)")
+               .process(ScreenBatch(cfg), OUTPUT_RECORD).name("screen batch (profiles, tiers, policy)")
                .uid("screen-batch")
                .union(validated.get_side_output(DEAD_LETTERS), updates.get_side_output(DEAD_LETTERS)))
-    # (topic, key, JSON); conversation turns have the topic CONVERSATION_TURNS and the pair as key
+    # (topic, key, JSON); conversation turns have the topic CONVERSATION_TURNS and the pair as key, room
+    # speakers ROOM_SPEAKERS and the room
 
     # Splitting and routing run in Flink's SQL engine, so no Python operator touches a record after
-    # screening but the conversation turns.
+    # screening but the conversation turns and room speakers.
     t_env.create_temporary_view("outputs", t_env.from_data_stream(outputs))
-    turns = t_env.to_data_stream(t_env.sql_query(
-        f"SELECT `k`, `v` FROM `outputs` WHERE `topic` = '{CONVERSATION_TURNS}'"))
-    # (pair, ConversationTurn JSON)
-    conversations = (turns.key_by(lambda r: r["k"], key_type=Types.STRING())
+    meetings = (internal_stream(t_env, ROOM_SPEAKERS)
+                .key_by(lambda r: r["k"], key_type=Types.STRING())
+                .process(RoomMeetings(grooming), OUTPUT_RECORD).name("room meetings (grooming)").uid("room-meetings"))
+    # (ROOM_MEETINGS, pair, RoomMeeting JSON)
+    conversations = (internal_stream(t_env, CONVERSATION_TURNS).union(meetings)
+                     .key_by(lambda r: r["k"], key_type=Types.STRING())
                      .process(ConversationRisk(cfg, grooming), OUTPUT_RECORD).name("conversation risk (grooming)")
                      .uid("conversation-risk"))
     # (topic, key, JSON): conversation review items and grooming-risk parent alerts

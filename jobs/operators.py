@@ -16,11 +16,10 @@ from lifeguard.config import LifeguardConfig
 from lifeguard.schemas import Decision, ParentAlert, ReviewItem
 from udfs.control import (HASH_BANK_UPDATES, POLICY_UPDATES, apply_bank_update, apply_policy_update,
                           parse_control, restore, state_entry)
-from udfs.grooming import (ConversationTurn, GroomingSettings, MessageBank, MessageSignals, PairState,
-                           conversation_turn, is_minor_direct_message, load_bank, step)
+from udfs.grooming import (ConversationTurn, GroomingSettings, MessageSignals, PairState, RoomMeeting, RoomState,
+                           add_meeting, room_meetings, speakers_from_json, speakers_to_json, step)
 from udfs.parse import Rejected, SourceRef, dead_letter, parse_event
 from udfs.screening import Output, ScreeningInput, Screener
-from udfs.sentence_encoder import SentenceEncoder
 
 # A validated chat message or upload, kept in state as declared types (not pickled objects).
 VALID_RECORD = Types.ROW_NAMED(
@@ -41,13 +40,17 @@ CONTROL_STATE = MapStateDescriptor("control", Types.STRING(), Types.STRING())
 # an OUTPUT_RECORD with this internal topic, the pair as key and a ConversationTurn (JSON) as value. The
 # routing SQL splits these off; no sink has this topic, so none reaches Kafka.
 CONVERSATION_TURNS = "__lifeguard_conversation_turns__"
+# A room's chat senders in one screened batch (key: the room, value: a JSON list of RoomSpeaker), on their way
+# to the room-meetings step, and the meetings it finds (key: the pair), on theirs to the conversation-risk step.
+ROOM_SPEAKERS = "__lifeguard_room_speakers__"
+ROOM_MEETINGS = "__lifeguard_room_meetings__"
 # One message's signals in a pair's window, and the pair's own fields (None: not yet).
 PAIR_MESSAGE = Types.ROW_NAMED(
     ["event_id", "ts", "from_contact", "contrast", "stage", "synthetic_match", "flags", "late_night"],
     [Types.STRING(), Types.LONG(), Types.BOOLEAN(), Types.DOUBLE(), Types.STRING(), Types.BOOLEAN(), Types.STRING(),
      Types.BOOLEAN()])
-PAIR_FIELDS = Types.ROW_NAMED(["first_seen_ts", "last_review_ts", "last_alert_ts"],
-                              [Types.LONG(), Types.LONG(), Types.LONG()])
+PAIR_FIELDS = Types.ROW_NAMED(["first_seen_ts", "last_review_ts", "last_alert_ts", "met_room", "met_ts"],
+                              [Types.LONG(), Types.LONG(), Types.LONG(), Types.STRING(), Types.LONG()])
 
 # Every side output must have a consumer: in thread mode, yielding to an unconsumed tag stalls the operator.
 DEAD_LETTERS = OutputTag("dead-letters", OUTPUT_RECORD)
@@ -140,29 +143,25 @@ class ScreenBatch(KeyedBroadcastProcessFunction):
     Python copy (what every record reads) and recorded in the broadcast state (what a restore reads).
 
     Each direct message where one side is a minor also leaves as a conversation turn (``CONVERSATION_TURNS``)
-    carrying its grooming-bank match: the sentence encoder runs once per batch, on those messages only."""
+    carrying its grooming-bank match, from the embedding the text model's second stage made for it."""
 
-    def __init__(self, cfg: LifeguardConfig, grooming: GroomingSettings):
+    def __init__(self, cfg: LifeguardConfig):
         self._cfg = cfg
-        self._grooming = grooming
 
     def open(self, runtime_context: RuntimeContext):
         self._pending = runtime_context.get_list_state(ListStateDescriptor("pending", VALID_RECORD))
         self._count = runtime_context.get_state(ValueStateDescriptor("pending_count", Types.INT()))
         # Until a policy update arrives (or a restore brings one back), the policy file from config is in
-        # force, and the banks are those of the banks file in config.
+        # force, and the banks are those of the banks file in config. A missing model or a malformed grooming
+        # bank file stops the job here, with the file named.
         self._screener = Screener.from_config(self._cfg)
         # PyFlink gives no access to broadcast state in open(): the copy is rebuilt from it on the first
         # element, timer or update after each (re)start (``_restore``).
         self._restored = False
         self._profiles = ProfileLookup.from_config(self._cfg)
-        # A missing encoder or a malformed bank file stops the job here, with the file named.
-        self._encoder = SentenceEncoder.load(prefer_gpu=self._cfg.models.prefer_gpu)
-        self._bank = MessageBank(load_bank(self._cfg.path(p) for p in self._grooming.bank_files), self._encoder.embed)
         metrics = runtime_context.get_metrics_group()
         self._batches = metrics.counter("batches")
         self._turns = metrics.counter("conversation_turns")
-        self._encoder_errors = metrics.counter("grooming_encoder_errors")
         self._fallbacks = metrics.counter("profile_fallbacks")
         self._control_applied = metrics.counter("control_updates_applied")
         self._control_rejected = metrics.counter("control_updates_rejected")
@@ -231,28 +230,14 @@ class ScreenBatch(KeyedBroadcastProcessFunction):
             return
         self._batches.inc()
         items = self._screening_inputs(records)
-        outputs = self._screener.screen(items, now_ms())
-        for output in outputs:
+        screened = self._screener.screen(items, now_ms())
+        for output in screened.outputs:
             yield output_row(self._cfg.kafka.topics, output)
-        yield from self._conversation_turns(items, outputs)
-
-    def _conversation_turns(self, items: list[ScreeningInput], outputs: list[Output]):
-        decisions = {o.event_id: o for o in outputs if isinstance(o, Decision)}
-        direct = [i for i in items if i.event.event_id in decisions
-                  and is_minor_direct_message(i.event, i.sender, i.recipient)]
-        if not direct:
-            return
-        try:
-            matches = self._bank.match(self._encoder.embed([i.event.text[:self._cfg.limits.max_text_chars]
-                                                            for i in direct]))
-        except Exception:  # an encoder failure must not stop screening: the turns go on with their rules only
-            self._encoder_errors.inc()
-            matches = [None] * len(direct)
-        self._turns.inc(len(direct))
-        for item, match in zip(direct, matches):
-            turn = conversation_turn(item.event, item.sender, item.recipient, decisions[item.event.event_id], match,
-                                     self._screener.policy.alert_bands, self._grooming)
+        self._turns.inc(len(screened.turns))
+        for turn in screened.turns:
             yield Row(CONVERSATION_TURNS, turn.pair, turn.to_json())
+        for room_id, speakers in screened.room_speakers.items():
+            yield Row(ROOM_SPEAKERS, room_id, speakers_to_json(speakers))
 
     def _screening_inputs(self, records) -> list[ScreeningInput]:
         raws = [r["value"].encode("utf-8") for r in records]
@@ -266,10 +251,39 @@ class ScreenBatch(KeyedBroadcastProcessFunction):
                 for e, r, raw in zip(events, records, raws)]
 
 
+class RoomMeetings(KeyedProcessFunction):
+    """Keyed by room: keeps the room's recent speakers and sends each meeting of a child and a much older
+    user to their pair (``udfs.grooming.room_meetings``). A room quiet for the meeting window is forgotten."""
+
+    def __init__(self, grooming: GroomingSettings):
+        self._grooming = grooming
+
+    def open(self, runtime_context: RuntimeContext):
+        self._room = runtime_context.get_state(ValueStateDescriptor("room_speakers", Types.STRING()))
+        self._idle_timer = runtime_context.get_state(ValueStateDescriptor("room_idle_timer", Types.LONG()))
+        self._meetings = runtime_context.get_metrics_group().counter("room_meetings")
+
+    def process_element(self, row, ctx):
+        stored = self._room.value()
+        state, meetings = room_meetings(stored and RoomState.from_json(stored), row["k"], speakers_from_json(row["v"]),
+                                        self._grooming)
+        self._room.update(state.to_json())
+        reset_idle_timer(ctx, self._idle_timer, self._grooming.room_meeting_window_ms)
+        self._meetings.inc(len(meetings))
+        for meeting in meetings:
+            yield Row(ROOM_MEETINGS, meeting.pair, meeting.to_json())
+
+    def on_timer(self, timestamp, ctx):
+        if timestamp == self._idle_timer.value():
+            self._room.clear()
+            self._idle_timer.clear()
+
+
 class ConversationRisk(KeyedProcessFunction):
-    """Keyed by the (child, contact) pair: keeps the pair's recent messages' signals and emits a conversation
-    review item and a grooming-risk parent alert when the pair risk crosses their thresholds (``udfs.grooming``
-    decides, once per pair per cool-down). A pair with no message for ``idle_ms`` is forgotten."""
+    """Keyed by the (child, contact) pair: keeps the pair's recent messages' signals and room meeting, and
+    emits a conversation review item and a grooming-risk parent alert when the pair risk crosses their
+    thresholds (``udfs.grooming`` decides, once per pair per cool-down). A pair with no message or meeting
+    for ``idle_ms`` is forgotten."""
 
     def __init__(self, cfg: LifeguardConfig, grooming: GroomingSettings):
         self._cfg = cfg
@@ -285,15 +299,13 @@ class ConversationRisk(KeyedProcessFunction):
         self._forgotten = metrics.counter("idle_pairs_cleared")
 
     def process_element(self, row, ctx):
+        reset_idle_timer(ctx, self._idle_timer, self._grooming.idle_ms)
+        if row["topic"] == ROOM_MEETINGS:
+            self._save(add_meeting(self._load(), RoomMeeting.from_json(row["v"])))
+            return
         turn = ConversationTurn.from_json(row["v"])
         state, _, outputs = step(self._load(), turn, self._grooming, now_ms())
         self._save(state)
-        timers = ctx.timer_service()
-        if (previous := self._idle_timer.value()) is not None:
-            timers.delete_processing_time_timer(previous)
-        deadline = timers.current_processing_time() + self._grooming.idle_ms
-        timers.register_processing_time_timer(deadline)
-        self._idle_timer.update(deadline)
         for output in outputs:
             (self._reviews if isinstance(output, ReviewItem) else self._alerts).inc()
             yield output_row(self._cfg.kafka.topics, output)
@@ -314,10 +326,21 @@ class ConversationRisk(KeyedProcessFunction):
         for event_id, ts, from_contact, contrast, stage, synthetic, flags, late_night in self._messages.get() or []:
             messages.append(MessageSignals(event_id, ts, from_contact, contrast, stage, synthetic,
                                            tuple(filter(None, flags.split(","))), late_night))
-        first_seen_ts, last_review_ts, last_alert_ts = fields
-        return PairState(first_seen_ts, last_review_ts, last_alert_ts, tuple(messages))
+        first_seen_ts, last_review_ts, last_alert_ts, met_room, met_ts = fields
+        return PairState(first_seen_ts, last_review_ts, last_alert_ts, tuple(messages), met_room, met_ts)
 
     def _save(self, state: PairState) -> None:
-        self._fields.update(Row(state.first_seen_ts, state.last_review_ts, state.last_alert_ts))
+        self._fields.update(Row(state.first_seen_ts, state.last_review_ts, state.last_alert_ts, state.met_room,
+                                state.met_ts))
         self._messages.update([Row(m.event_id, m.ts, m.from_contact, m.contrast, m.stage, m.synthetic_match,
                                    ",".join(m.flags), m.late_night) for m in state.messages])
+
+
+def reset_idle_timer(ctx, timer_state, idle_ms: int) -> None:
+    """Moves the key's one idle timer (processing time) to ``idle_ms`` from now."""
+    timers = ctx.timer_service()
+    if (previous := timer_state.value()) is not None:
+        timers.delete_processing_time_timer(previous)
+    deadline = timers.current_processing_time() + idle_ms
+    timers.register_processing_time_timer(deadline)
+    timer_state.update(deadline)

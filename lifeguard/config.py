@@ -158,6 +158,14 @@ class GroomingConfig(_Section):
     urgent_threshold: float = Field(0.8, ge=0, le=1)
     # Late night in the child's time zone (UTC when unknown): from the first hour up to the second.
     late_night_hours: tuple[int, int] = (22, 6)
+    # Two users "meet" in a room when both write there within this long of each other, one is a minor and
+    # the other at least room_meeting_min_gap age bands older; a first direct message between them within
+    # room_move_ms after that is a move from the room to direct messages.
+    room_meeting_window_ms: int = Field(30 * 60_000, ge=1)
+    room_meeting_min_gap: int = Field(2, ge=1, le=3)
+    room_move_ms: int = Field(86_400_000, ge=0)
+    # The most recent speakers a room keeps (its state stays bounded in a crowded room).
+    room_speakers_max: int = Field(200, ge=2)
 
 
 class LifeguardConfig(_Section):

@@ -53,7 +53,7 @@ def score_lines(screener: Screener, lines: Iterable[str]) -> Iterator[dict]:
 
 
 def _screen(screener: Screener, batch: list[ScreeningInput]) -> Iterator[dict]:
-    for output in screener.screen(batch, now_ms=0):
+    for output in screener.screen(batch, now_ms=0).outputs:
         if isinstance(output, Decision):
             yield _result(output)
 

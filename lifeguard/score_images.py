@@ -51,7 +51,8 @@ def score_images(screener: Screener, target: Path, age_band: AgeBand = AgeBand.U
         details = inspector.screen(uploads, screener.policy.images, [age_band] * len(uploads))
         items = [ScreeningInput(u, SourceRef("file", 0, start + i, 0), b"", sender, None)
                  for i, u in enumerate(uploads)]
-        outputs = {o.event_id: o for o in screener.screen(items, now_ms=0) if isinstance(o, (Decision, DeadLetter))}
+        outputs = {o.event_id: o for o in screener.screen(items, now_ms=0).outputs
+                   if isinstance(o, (Decision, DeadLetter))}
         for path, upload, detail in zip(files[start: start + BATCH], uploads, details):
             output = outputs[upload.event_id]
             if isinstance(output, DeadLetter):

@@ -16,9 +16,6 @@ from lifeguard import PROJECT_ROOT
 from udfs.sentence_encoder import SentenceEncoder
 
 DEFAULT_CACHE = PROJECT_ROOT / "models" / "build" / "embeddings"
-# Texts are embedded shortest first, so that each batch pads to a similar length (three times faster
-# than file order on this data).
-EMBEDDING_BATCH = 64
 
 
 def cached_embeddings(encoder: SentenceEncoder, name: str, texts: Sequence[str],
@@ -28,17 +25,8 @@ def cached_embeddings(encoder: SentenceEncoder, name: str, texts: Sequence[str],
     path = cache / f"{name}-{digest[:16]}.npy"
     if path.is_file():
         return np.load(path)
-    vectors = embed_by_length(encoder, texts)
+    # The encoder runs each batch by length (udfs.sentence_encoder.run_by_length), so one call suffices.
+    vectors = encoder.embed(list(texts))
     cache.mkdir(parents=True, exist_ok=True)
     np.save(path, vectors)
-    return vectors
-
-
-def embed_by_length(encoder: SentenceEncoder, texts: Sequence[str]) -> np.ndarray:
-    """Embeds `texts` in batches of similar length and returns the rows in the original order."""
-    order = np.argsort([len(text) for text in texts], kind="stable")
-    vectors = np.zeros((len(texts), 384), dtype=np.float32)
-    for start in range(0, len(texts), EMBEDDING_BATCH):
-        chosen = order[start:start + EMBEDDING_BATCH]
-        vectors[chosen] = encoder.embed([texts[i] for i in chosen])
     return vectors

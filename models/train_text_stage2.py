@@ -22,6 +22,8 @@ the heads (onnx.compose):
       -> MiniLM -> mean pool -> L2 normalise              # sentence_embedding float32[N, 384]
       -> MatMul(W float32[384, C]) + b * logit(stage1) + bias -> Sigmoid   # scores float32[N, C]
 
+Both ``scores`` and ``sentence_embedding`` are outputs: the job's grooming bank reuses the embedding.
+
 The cascade rule, set on val first-stage scores and stored in the graph's metadata (``cascade``): a
 message goes to the second stage when, for a category the second stage serves, its first-stage score
 is uncertain (at or above ``low``, which only ESCALATION_FPR of val negatives reach, and below
@@ -191,7 +193,8 @@ def graph_check(cascade: TextModel, examples: Sequence[Example], embeddings: np.
                 heads: Sequence[StackedHead], rows: int = 256) -> dict:
     """The largest difference between the exported graph and `stage2_reference` on the first val rows."""
     chosen = [i for i, example in enumerate(examples) if example.split == "val"][:rows]
-    graph = cascade.second_stage.run([examples[i].record.text for i in chosen], stage1_scores[chosen].astype(np.float32))
+    graph, _ = cascade.second_stage.run([examples[i].record.text for i in chosen],
+                                        stage1_scores[chosen].astype(np.float32))
     reference = stage2_reference(heads, embeddings[chosen], stage1_scores[chosen])
     return {"rows": len(chosen), "max_abs_difference": round(float(np.abs(graph - reference).max()), 6)}
 
@@ -390,8 +393,9 @@ def build_graph(heads: Sequence[StackedHead], metadata: dict[str, str]) -> onnx.
     )
     heads_model = helper.make_model(heads_graph, opset_imports=list(encoder.opset_import),
                                     ir_version=encoder.ir_version)
+    # The embedding stays an output too: the grooming bank compares messages in the same space.
     model = compose.merge_models(encoder, heads_model, io_map=[(EMBEDDING_OUTPUT, EMBEDDING_OUTPUT)],
-                                 producer_name="lifeguard.models.train_text_stage2")
+                                 outputs=["scores", EMBEDDING_OUTPUT], producer_name="lifeguard.models.train_text_stage2")
     helper.set_model_props(model, metadata)
     onnx.checker.check_model(model)
     return model

@@ -127,7 +127,7 @@ def test_screener_reviews_a_repeat_offenders_borderline_message(screener, recipi
     (score,) = [s["toxicity"] for s in screener.text_model.score_batch([TEXT], [minor])]
     screener.set_policy(with_review_just_above(screener, score))
     first, offender = (o for o in screener.screen([message(FIRST_TIMER, recipient), message(OFFENDER, recipient)],
-                                                  now_ms=1_050) if isinstance(o, Decision))
+                                                  now_ms=1_050).outputs if isinstance(o, Decision))
     assert first.action is not Action.REVIEW and not any(r.startswith("behaviour:") for r in first.reasons)
     assert offender.action is Action.REVIEW
     assert "behaviour: 3 violations in 7 days: thresholds x0.8" in offender.reasons
@@ -137,7 +137,7 @@ def test_screener_reviews_a_repeat_offenders_borderline_message(screener, recipi
 def test_screener_tightens_a_stranger_with_no_history_writing_to_a_child_but_not_a_friend(screener):
     (score,) = [s["toxicity"] for s in screener.text_model.score_batch([TEXT], [True])]
     screener.set_policy(with_review_just_above(screener, score))
-    newcomer, uncle = (o for o in screener.screen([message(NEWCOMER, KID), message(UNCLE, KID)], now_ms=1_050)
+    newcomer, uncle = (o for o in screener.screen([message(NEWCOMER, KID), message(UNCLE, KID)], now_ms=1_050).outputs
                        if isinstance(o, Decision))
     assert newcomer.action is Action.REVIEW
     assert any(r.startswith("behaviour: no history") for r in newcomer.reasons)

@@ -264,7 +264,7 @@ def screener() -> Screener:
 
 
 def decide(screener, event) -> Decision:
-    (decision,) = [o for o in screener.screen([ScreeningInput(event, SOURCE, b"{}", ADULT, KID)], 1_050)
+    (decision,) = [o for o in screener.screen([ScreeningInput(event, SOURCE, b"{}", ADULT, KID)], 1_050).outputs
                    if isinstance(o, Decision)]
     return decision
 

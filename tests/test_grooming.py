@@ -1,5 +1,5 @@
 """Conversation-level grooming detection (udfs.grooming): the pair window, the risk and its reasons, the
-cool-down, and hand-written conversations through the real Screener, sentence encoder and bank.
+cool-down, and hand-written conversations through the real Screener (its second stage embeds them for the bank).
 
 The bank is project-written and synthetic; the conversations below are written apart from it (a test
 checks that none of their lines is in the bank), so a crossing here is not a verbatim look-up.
@@ -16,12 +16,11 @@ from lifeguard import PROJECT_ROOT
 from lifeguard.config import load_config
 from lifeguard.schemas import AgeBand, ChatMessage, Decision, ParentAlert, ReviewItem
 from lifeguard.simulator import GROOMING_STAGES
-from udfs.grooming import (DAY_MS, HOUR_MS, STAGES, ConversationTurn, GroomingSettings, MessageBank, MessageSignals,
-                           add_message, conversation_turn, is_late_night, is_minor_direct_message, load_bank,
-                           pair_key, reason_flags, step)
+from udfs.grooming import (DAY_MS, HOUR_MS, STAGES, ConversationTurn, GroomingSettings, MessageSignals, RoomMeeting,
+                           RoomSpeaker, RoomState, add_meeting, add_message, is_late_night, load_bank, pair_key,
+                           reason_flags, room_meetings, step)
 from udfs.parse import SourceRef
 from udfs.screening import ScreeningInput, Screener
-from udfs.sentence_encoder import SentenceEncoder
 
 SETTINGS = GroomingSettings()
 BANK_FILE = PROJECT_ROOT / "models" / "grooming" / "bank.jsonl"
@@ -173,6 +172,62 @@ def test_an_old_acquaintance_is_not_a_new_contact():
     assert not any(r.startswith("first contact") for r in risk.reasons)
 
 
+# ---- rooms: meetings and the move to direct messages ----------------------------------------------
+
+def speaker(user: str, band: AgeBand, minutes: float) -> RoomSpeaker:
+    return RoomSpeaker(user, band, T0 + int(minutes * 60_000))
+
+
+def test_a_child_and_an_adult_writing_in_a_room_meet_once_per_window():
+    state, meetings = room_meetings(None, "lobby", [speaker("kid", AgeBand.UNDER_13, 0),
+                                                    speaker("adult", AgeBand.ADULT, 5)], SETTINGS)
+    assert meetings == [RoomMeeting(pair_key("kid", "adult"), "lobby", T0 + 5 * 60_000)]
+    state, again = room_meetings(state, "lobby", [speaker("kid", AgeBand.UNDER_13, 10)], SETTINGS)
+    assert again == []  # already announced within the window
+    later = SETTINGS.room_meeting_window_ms / 60_000 + 12
+    state, later_meetings = room_meetings(state, "lobby", [speaker("adult", AgeBand.ADULT, later - 1),
+                                                           speaker("kid", AgeBand.UNDER_13, later)], SETTINGS)
+    assert [m.ts for m in later_meetings] == [T0 + int(later * 60_000)]
+    assert RoomState.from_json(state.to_json()) == state
+
+
+@pytest.mark.parametrize("a, b", [(AgeBand.UNDER_13, AgeBand.TEEN_13_15), (AgeBand.ADULT, AgeBand.ADULT),
+                                  (AgeBand.UNDER_13, AgeBand.UNDER_13)])
+def test_near_ages_and_two_adults_do_not_meet(a, b):
+    _, meetings = room_meetings(None, "lobby", [speaker("one", a, 0), speaker("two", b, 1)], SETTINGS)
+    assert meetings == []
+
+
+def test_speakers_further_apart_than_the_window_do_not_meet_and_the_room_keeps_only_recent_speakers():
+    window_min = SETTINGS.room_meeting_window_ms / 60_000
+    state, meetings = room_meetings(None, "lobby", [speaker("kid", AgeBand.UNDER_13, 0),
+                                                    speaker("adult", AgeBand.ADULT, window_min + 1)], SETTINGS)
+    assert meetings == [] and [s.user_id for s in state.speakers] == ["adult"]
+    crowd = [speaker(f"kid-{i}", AgeBand.UNDER_13, i / 100) for i in range(50)]
+    state, _ = room_meetings(None, "lobby", crowd, replace(SETTINGS, room_speakers_max=10))
+    assert [s.user_id for s in state.speakers] == [f"kid-{i}" for i in range(40, 50)]
+
+
+def test_a_stranger_who_moves_a_child_from_a_room_to_direct_messages_adds_context_and_says_so():
+    met = add_meeting(None, RoomMeeting(pair_key("kid", "other"), "lobby", T0 - 10 * 60_000))
+    first = signals(0, 0.15, "friendship_forming")
+    state, moved, _ = step(met, turn(first), SETTINGS, first.ts)
+    _, direct, _ = step(None, turn(first), SETTINGS, first.ts)
+    assert moved.context > direct.context
+    assert "moved to direct messages 10 min after meeting the child in room lobby" in moved.reasons
+    assert (state.met_room, state.first_seen_ts) == ("lobby", first.ts)
+
+
+def test_a_meeting_after_the_pair_began_writing_or_a_friend_is_no_move():
+    first = signals(0)
+    state, _, _ = step(None, turn(first), SETTINGS, first.ts)
+    after = add_meeting(state, RoomMeeting(pair_key("kid", "other"), "lobby", first.ts + 60_000))
+    assert after == state
+    met = add_meeting(None, RoomMeeting(pair_key("kid", "other"), "lobby", T0 - 60_000))
+    _, friend, _ = step(met, turn(first, friends=True), SETTINGS, first.ts)
+    assert not any(r.startswith("moved to direct messages") for r in friend.reasons)
+
+
 def test_late_night_is_judged_in_the_childs_time_zone():
     midnight_utc = T0 + 14 * HOUR_MS  # 2026-01-02 00:00 UTC
     assert is_late_night(midnight_utc, "UTC", SETTINGS.late_night_hours)
@@ -221,38 +276,34 @@ def test_a_platform_bank_of_confirmed_cases_loads_after_the_seed_and_a_bad_line_
         load_bank([confirmed])
 
 
-# ---- hand-written conversations through the real Screener, encoder and bank -----------------------
+# ---- hand-written conversations through the real Screener and bank -------------------------------
 
 @pytest.fixture(scope="module")
-def parts():
-    encoder = SentenceEncoder.load(prefer_gpu=False)
-    return Screener.from_config(load_config(environ={})), encoder, MessageBank(load_bank([BANK_FILE]), encoder.embed)
+def screener():
+    return Screener.from_config(load_config(environ={}))
 
 
-def converse(parts, lines: list[tuple[UserProfile, str]], other: UserProfile):
-    """Screens each message as the job does and feeds the direct messages with a minor to the pair state."""
-    screener, encoder, bank = parts
+def converse(screener, lines: list[tuple[UserProfile, str]], other: UserProfile):
+    """Screens the messages as the job does and feeds their conversation turns to the pair state."""
     items = []
     for i, (sender, text) in enumerate(lines):
         recipient = other if sender.user_id == KID.user_id else KID
         event = ChatMessage(schema_version=1, event_id=f"e{i}", ts=T0 + i * 3 * 60_000, user_id=sender.user_id,
                             channel="text", recipient_id=recipient.user_id, text=text)
         items.append(ScreeningInput(event, SourceRef("chat", 0, i, event.ts), b"{}", sender, recipient))
-    decisions = [o for o in screener.screen(items, T0) if isinstance(o, Decision)]
-    assert all(is_minor_direct_message(i.event, i.sender, i.recipient) for i in items)
-    matches = bank.match(encoder.embed([i.event.text for i in items]))
+    screened = screener.screen(items, T0)
+    decisions = [o for o in screened.outputs if isinstance(o, Decision)]
+    assert [t.message.event_id for t in screened.turns] == [i.event.event_id for i in items]
     state, outputs, scores = None, [], []
-    for item, decision, match in zip(items, decisions, matches):
-        t = conversation_turn(item.event, item.sender, item.recipient, decision, match, screener.policy.alert_bands,
-                              SETTINGS)
-        state, risk, emitted = step(state, t, SETTINGS, T0)
+    for turn in screened.turns:
+        state, risk, emitted = step(state, turn, SETTINGS, T0)
         outputs += emitted
         scores.append(risk.score)
     return decisions, outputs, scores
 
 
-def test_a_grooming_conversation_none_of_whose_messages_is_blocked_is_reviewed_and_alerted(parts):
-    decisions, outputs, scores = converse(parts, GROOMING, ADULT)
+def test_a_grooming_conversation_none_of_whose_messages_is_blocked_is_reviewed_and_alerted(screener):
+    decisions, outputs, scores = converse(screener, GROOMING, ADULT)
     assert all(d.action != "block" for d in decisions)
     assert [type(o) for o in outputs] == [ReviewItem, ParentAlert]
     assert scores[-1] >= SETTINGS.alert_threshold
@@ -261,7 +312,7 @@ def test_a_grooming_conversation_none_of_whose_messages_is_blocked_is_reviewed_a
 
 @pytest.mark.parametrize("lines,other", [(FRIENDS, KID_FRIEND), (COACH, ADULT), (FRIENDS, COUSIN)],
                          ids=["child friends", "adult stranger about the game", "adult friend (family)"])
-def test_benign_conversations_stay_below_review(parts, lines, other):
+def test_benign_conversations_stay_below_review(screener, lines, other):
     lines = [(other if sender is KID_FRIEND else sender, text) for sender, text in lines]
-    _, outputs, scores = converse(parts, lines, other)
+    _, outputs, scores = converse(screener, lines, other)
     assert outputs == [] and max(scores) < SETTINGS.review_threshold

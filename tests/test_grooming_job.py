@@ -1,13 +1,15 @@
 """Conversation-level grooming detection in the real moderation job: real broker, MiniCluster, Redis-backed
 Feast, the ONNX text model, the sentence encoder and the (synthetic) grooming bank.
 
-An adult stranger writes to a child over a dozen direct messages, none blocked alone; the job must publish
-exactly one conversation review item and one grooming-risk parent alert for the pair. A friendly
-conversation between two children must publish neither.
+An adult stranger meets a child in a game room, then writes to them over a dozen direct messages, none
+blocked alone; the job must publish exactly one conversation review item and one grooming-risk parent alert
+for the pair, its reasons naming the move from the room. A friendly conversation between two children must
+publish neither.
 """
 from __future__ import annotations
 
 import time
+import uuid
 
 import pytest
 
@@ -47,6 +49,10 @@ def job(services, tmp_path_factory):
 
 
 def test_a_grooming_conversation_gives_one_review_item_and_one_parent_alert_and_a_friendly_one_none(job):
+    room = f"race-track-{uuid.uuid4().hex[:6]}"
+    in_room = [chat("kid", "anyone want to race?", room=room), chat("adult", "me! i saw you win last time", room=room)]
+    job.produce([("chat", e) for e in in_room])
+    job.outputs({e["event_id"] for e in in_room})
     grooming = [chat(sender, text, to=recipient) for sender, recipient, text in GROOMING]
     friendly = [chat(sender, text, to=recipient) for sender, recipient, text in FRIENDLY]
     grooming_ids = {e["event_id"] for e in grooming}
@@ -78,6 +84,7 @@ def test_a_grooming_conversation_gives_one_review_item_and_one_parent_alert_and_
     review, alert = conversation[0], alerts[0]
     assert review["event_id"] in grooming_ids and review["user_id"] == "adult"
     assert review["categories"] == ["sexual_minors"]
+    assert any(r.startswith("moved to direct messages") and r.endswith(f"in room {room}") for r in review["reasons"])
     assert review["reasons"][0].startswith("conversation risk") and ">= review" in review["reasons"][0]
     assert "age gap: adult contact, under_13 child" in review["reasons"]
     assert "the contact is not on the child's friend list" in review["reasons"]

@@ -28,7 +28,7 @@ def direct(text: str, sender=ADULT, recipient=KID, channel="text") -> ScreeningI
 
 
 def outputs_of(screener, item, kind):
-    return [o for o in screener.screen([item], now_ms=1_050) if isinstance(o, kind)]
+    return [o for o in screener.screen([item], now_ms=1_050).outputs if isinstance(o, kind)]
 
 
 def test_self_harm_statement_is_reviewed_even_where_the_model_misses_it(screener):
@@ -68,19 +68,21 @@ def test_huge_text_is_capped_and_the_decision_says_so(screener):
 
 
 def test_a_model_failure_sends_the_batch_to_review(screener, monkeypatch):
-    def broken(texts):
+    def broken(texts, minor_involved=None, embedding_wanted=None):
         raise RuntimeError("onnxruntime failed")
 
-    monkeypatch.setattr(screener.text_model, "score_batch", broken)
-    decisions = [o for o in screener.screen([direct("hi"), direct("gg")], now_ms=1_050) if isinstance(o, Decision)]
-    assert [d.action for d in decisions] == ["review", "review"]
+    monkeypatch.setattr(screener.text_model, "score_and_embed", broken)
+    screened = screener.screen([direct("hi"), direct("gg")], now_ms=1_050)
+    assert [o.action for o in screened.outputs if isinstance(o, Decision)] == ["review", "review"]
     assert screener.model_errors == 1
+    # The conversation-risk step still hears of both messages, with no bank match.
+    assert [t.message.contrast for t in screened.turns] == [0.0, 0.0]
 
 
 def test_an_upload_that_is_not_an_image_becomes_a_dead_letter(screener):
     event = Upload(schema_version=1, event_id="u-1", ts=900, user_id="kid", room_id="lobby",
                    content_type="image/png", image_b64=base64.b64encode(b"not an image").decode())
-    (letter,) = screener.screen([ScreeningInput(event, SOURCE, b"raw bytes", KID, None)], now_ms=1_050)
+    (letter,) = screener.screen([ScreeningInput(event, SOURCE, b"raw bytes", KID, None)], now_ms=1_050).outputs
     assert isinstance(letter, DeadLetter)
     assert letter.event_id == "u-1" and base64.b64decode(letter.original_b64) == b"raw bytes"
 
@@ -90,7 +92,7 @@ def test_an_image_upload_gets_a_nudity_score_and_says_which_categories_have_no_m
     Image.new("RGB", (32, 32), (200, 40, 40)).save(buffer, "PNG")
     event = Upload(schema_version=1, event_id="u-2", ts=900, user_id="kid", room_id="lobby",
                    content_type="image/png", image_b64=base64.b64encode(buffer.getvalue()).decode())
-    (decision,) = [o for o in screener.screen([ScreeningInput(event, SOURCE, b"{}", KID, None)], now_ms=1_050)
+    (decision,) = [o for o in screener.screen([ScreeningInput(event, SOURCE, b"{}", KID, None)], now_ms=1_050).outputs
                    if isinstance(o, Decision)]
     assert decision.kind == "upload" and "nudity" in decision.scores
     assert "image:no model for weapons, gore, hate_symbols: caption and profile only" in decision.reasons

