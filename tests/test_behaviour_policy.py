@@ -142,3 +142,13 @@ def test_screener_tightens_a_stranger_with_no_history_writing_to_a_child_but_not
     assert newcomer.action is Action.REVIEW
     assert any(r.startswith("behaviour: no history") for r in newcomer.reasons)
     assert uncle.action is not Action.REVIEW and not any(r.startswith("behaviour:") for r in uncle.reasons)
+
+
+def test_an_allowed_message_from_a_repeat_offender_does_not_carry_the_tightening_as_a_reason(screener):
+    screener.set_policy(load_policy(PROJECT_ROOT / "flink-conf/policy.yaml"))
+    event = ChatMessage(schema_version=1, event_id="e-gg", ts=900, user_id=OFFENDER.user_id, channel="text",
+                        recipient_id=ADULT.user_id, text="gg, see you tomorrow")
+    (decision,) = [o for o in screener.screen([ScreeningInput(event, SOURCE, b"{}", OFFENDER, ADULT)],
+                                              now_ms=1_050).outputs if isinstance(o, Decision)]
+    assert decision.action is Action.ALLOW
+    assert not any(r.startswith("behaviour:") for r in decision.reasons)

@@ -186,15 +186,17 @@ class Screener:
                       else behaviour_tightening(self.policy.behaviour, item.sender, item.recipient, event.is_direct))
         signals, text_scores = self.text_tier.signals(text, scores, band, voice, direct_to_minor,
                                                       tightening.scale if tightening else 1.0)
-        if tightening is not None:
-            notes += (tightening.reason,)
         shown_scores = {**(scores or {}), **text_scores}
         if isinstance(image, Rejected):
             raise image
         if image is not None:
             signals += image.signals
             shown_scores.update(image.scores)
-        verdict = decide(soften(self.policy, signals), notes + fallback_notes(item))
+        signals = soften(self.policy, signals)
+        # The tightening is a reason only where something acted: on an allowed message it explains nothing.
+        if tightening is not None and any(s.action is not Action.ALLOW for s in signals):
+            notes += (tightening.reason,)
+        verdict = decide(signals, notes + fallback_notes(item))
         decision = Decision(
             event_id=event.event_id, user_id=event.user_id,
             kind="chat" if isinstance(event, ChatMessage) else "upload", action=verdict.action,
