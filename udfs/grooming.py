@@ -95,6 +95,13 @@ _REASON_SOURCE = re.compile(r"^((?:rule|model):[A-Za-z0-9_]+)")
 _CONFIGURED = GroomingConfig()
 
 
+class JsonRecord:
+    """A frozen dataclass that travels between operators, and lives in their state, as JSON."""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+
 @dataclass(frozen=True)
 class GroomingSettings:
     """Conversation-risk settings. Paths are relative to the project root."""
@@ -222,7 +229,7 @@ class MessageSignals:
 
 
 @dataclass(frozen=True)
-class ConversationTurn:
+class ConversationTurn(JsonRecord):
     """A direct message where one side is a minor, with its pair's context: the record the screening
     step sends, keyed by ``pair``, to the conversation-risk step."""
 
@@ -236,9 +243,6 @@ class ConversationTurn:
     timezone: str
     message: MessageSignals
     excerpt: str
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
 
     @classmethod
     def from_json(cls, text: str) -> "ConversationTurn":
@@ -366,13 +370,10 @@ def speakers_from_json(text: str) -> list[RoomSpeaker]:
 
 
 @dataclass(frozen=True)
-class RoomMeeting:
+class RoomMeeting(JsonRecord):
     pair: str
     room_id: str
     ts: int
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
 
     @classmethod
     def from_json(cls, text: str) -> "RoomMeeting":
@@ -380,12 +381,9 @@ class RoomMeeting:
 
 
 @dataclass(frozen=True)
-class RoomState:
+class RoomState(JsonRecord):
     speakers: tuple[RoomSpeaker, ...] = ()  # the latest message of each recent speaker, oldest first
     announced: tuple[tuple[str, int], ...] = ()  # (pair, ts) of meetings sent within the meeting window
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
 
     @classmethod
     def from_json(cls, text: str) -> "RoomState":
