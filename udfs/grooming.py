@@ -15,9 +15,9 @@ isolation (another app, meeting) and a sexual stage. Each message gets:
 - whether it was sent late at night in the child's time zone (UTC unless the profile gives one).
 
 The pair adds context: age gap, not friends, how recently the pair first talked, and a move from a public
-room to direct messages: per room, the recent speakers are kept (``room_meetings``), and a child and a
-much older user writing there within ``room_meeting_window_ms`` of each other "meet"; the meeting goes to
-their pair, and a first direct message within ``room_move_ms`` after it is the move.
+room to direct messages: per room, each recent speaker's last message is kept (``room_meetings``), and a
+child and a much older user writing there within ``room_meeting_window_ms`` of each other "meet"; the
+meeting goes to their pair, and a first direct message within ``room_move_ms`` after it is the move.
 
 Score (all parts in [0, 1]; weights in ``GroomingSettings``):
 
@@ -356,17 +356,23 @@ class RoomSpeaker:
     band: AgeBand  # the effective band (unknown: the youngest)
     ts: int
 
-    @classmethod
-    def from_dict(cls, raw: dict) -> "RoomSpeaker":
-        return cls(raw["user_id"], AgeBand(raw["band"]), raw["ts"])
 
-
+# A room's speakers travel and are kept as JSON lists of [user_id, band, ts]: the room step reads and
+# writes its whole state on every batch, where dataclasses.asdict cost more than the meetings themselves.
 def speakers_to_json(speakers: Sequence[RoomSpeaker]) -> str:
-    return json.dumps([asdict(s) for s in speakers])
+    return json.dumps(_speaker_rows(speakers))
 
 
 def speakers_from_json(text: str) -> list[RoomSpeaker]:
-    return [RoomSpeaker.from_dict(raw) for raw in json.loads(text)]
+    return _speakers(json.loads(text))
+
+
+def _speaker_rows(speakers: Iterable[RoomSpeaker]) -> list[list]:
+    return [[s.user_id, s.band.value, s.ts] for s in speakers]
+
+
+def _speakers(rows: Iterable[list]) -> list[RoomSpeaker]:
+    return [RoomSpeaker(user_id, AgeBand(band), ts) for user_id, band, ts in rows]
 
 
 @dataclass(frozen=True)
@@ -381,15 +387,15 @@ class RoomMeeting(JsonRecord):
 
 
 @dataclass(frozen=True)
-class RoomState(JsonRecord):
-    speakers: tuple[RoomSpeaker, ...] = ()  # the latest message of each recent speaker, oldest first
-    announced: tuple[tuple[str, int], ...] = ()  # (pair, ts) of meetings sent within the meeting window
+class RoomState:
+    speakers: tuple[RoomSpeaker, ...] = ()  # the last message of each recent speaker, oldest first
+
+    def to_json(self) -> str:
+        return speakers_to_json(self.speakers)
 
     @classmethod
     def from_json(cls, text: str) -> "RoomState":
-        raw = json.loads(text)
-        return cls(speakers=tuple(RoomSpeaker.from_dict(s) for s in raw["speakers"]),
-                   announced=tuple((pair, ts) for pair, ts in raw["announced"]))
+        return cls(tuple(speakers_from_json(text)))
 
 
 def much_older_pair(a: AgeBand, b: AgeBand, min_gap: int) -> bool:
@@ -400,29 +406,25 @@ def much_older_pair(a: AgeBand, b: AgeBand, min_gap: int) -> bool:
 
 def room_meetings(state: RoomState | None, room_id: str, speakers: Sequence[RoomSpeaker],
                   settings: GroomingSettings) -> tuple[RoomState, list[RoomMeeting]]:
-    """Adds a batch of a room's speakers to its state; returns the state and the meetings they make: each
-    pair of a minor and a much older user who both wrote within ``room_meeting_window_ms`` of each other,
-    once per pair per window. The state keeps the ``room_speakers_max`` latest speakers of the window."""
-    state = state or RoomState()
-    latest = {s.user_id: s for s in state.speakers}
-    announced = dict(state.announced)
+    """Adds a batch of a room's speakers to its state; returns the state and the meetings they make: a
+    minor and a much older user meet when one writes within ``room_meeting_window_ms`` of the other's last
+    message, unless the writer's previous message was already that close to it (they met then). The state
+    keeps only each speaker's last message, the ``room_speakers_max`` latest within the window."""
+    window = settings.room_meeting_window_ms
+    latest = {s.user_id: s for s in (state or RoomState()).speakers}
     meetings = []
     for speaker in sorted(speakers, key=lambda s: s.ts):
+        previous = latest.get(speaker.user_id)
         for other in latest.values():
-            if (other.user_id != speaker.user_id and abs(speaker.ts - other.ts) <= settings.room_meeting_window_ms
+            if (other.user_id != speaker.user_id and abs(speaker.ts - other.ts) <= window
+                    and (previous is None or abs(previous.ts - other.ts) > window)
                     and much_older_pair(speaker.band, other.band, settings.room_meeting_min_gap)):
-                pair = pair_key(speaker.user_id, other.user_id)
-                if speaker.ts - announced.get(pair, -settings.room_meeting_window_ms - 1) \
-                        > settings.room_meeting_window_ms:
-                    announced[pair] = speaker.ts
-                    meetings.append(RoomMeeting(pair, room_id, speaker.ts))
-        if speaker.ts >= latest.get(speaker.user_id, speaker).ts:
+                meetings.append(RoomMeeting(pair_key(speaker.user_id, other.user_id), room_id, speaker.ts))
+        if previous is None or speaker.ts >= previous.ts:
             latest[speaker.user_id] = speaker
     newest = max((s.ts for s in latest.values()), default=0)
-    kept = sorted((s for s in latest.values() if newest - s.ts <= settings.room_meeting_window_ms),
-                  key=lambda s: s.ts)[-settings.room_speakers_max:]
-    recent = tuple((p, ts) for p, ts in announced.items() if newest - ts <= settings.room_meeting_window_ms)
-    return RoomState(tuple(kept), recent), meetings
+    kept = sorted((s for s in latest.values() if newest - s.ts <= window), key=lambda s: s.ts)
+    return RoomState(tuple(kept[-settings.room_speakers_max:])), meetings
 
 
 @dataclass(frozen=True)
