@@ -44,7 +44,7 @@ def test_a_batch_larger_than_one_run_embeds_each_text_as_alone(encoder):
     texts = [("word " * (i * 7 % 60)).strip() or "gg" for i in range(ROWS_PER_RUN * 2 + 5)]
     batched = encoder.embed(texts)
     alone = np.stack([encoder.embed([t])[0] for t in texts])
-    np.testing.assert_allclose(batched, alone, atol=1e-4)
+    assert np.abs(batched - alone).max() < 1e-4
 
 
 def test_length_slices_cut_each_run_to_its_longest_row_and_results_come_back_in_row_order():
