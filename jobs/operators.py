@@ -299,10 +299,14 @@ class ConversationRisk(KeyedProcessFunction):
         self._forgotten = metrics.counter("idle_pairs_cleared")
 
     def process_element(self, row, ctx):
-        reset_idle_timer(ctx, self._idle_timer, self._grooming.idle_ms)
         if row["topic"] == ROOM_MEETINGS:
-            self._save(add_meeting(self._load(), RoomMeeting.from_json(row["v"])))
+            state = add_meeting(self._load(), RoomMeeting.from_json(row["v"]))
+            self._save(state)
+            # A pair that has only met is kept only while a first direct message would still be a move.
+            written = state.first_seen_ts is not None
+            reset_idle_timer(ctx, self._idle_timer, self._grooming.idle_ms if written else self._grooming.room_move_ms)
             return
+        reset_idle_timer(ctx, self._idle_timer, self._grooming.idle_ms)
         turn = ConversationTurn.from_json(row["v"])
         state, _, outputs = step(self._load(), turn, self._grooming, now_ms())
         self._save(state)
