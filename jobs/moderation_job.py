@@ -4,7 +4,7 @@ letters out.
     Kafka chat|uploads|sessions (raw bytes + topic/partition/offset/timestamp)
       -> validate        valid chat/upload rows; side output: dead letters (sessions are counted)
       -> key_by slot     spread over batch keys
-      -> screen batch    Feast profiles + text/image tiers + policy, one model call per batch
+      -> screen batch    Feast profiles + text/image tiers + policy, model calls per batch
            ^ broadcast   policy and hash-bank updates, validated (bad ones: dead letters), kept in
            |             broadcast state: Kafka policy-updates|hash-bank-updates
            |             + a conversation turn per direct message with a minor (grooming-bank match

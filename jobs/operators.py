@@ -49,8 +49,10 @@ PAIR_MESSAGE = Types.ROW_NAMED(
     ["event_id", "ts", "from_contact", "contrast", "stage", "synthetic_match", "flags", "late_night"],
     [Types.STRING(), Types.LONG(), Types.BOOLEAN(), Types.DOUBLE(), Types.STRING(), Types.BOOLEAN(), Types.STRING(),
      Types.BOOLEAN()])
-PAIR_FIELDS = Types.ROW_NAMED(["first_seen_ts", "last_review_ts", "last_alert_ts", "met_room", "met_ts"],
-                              [Types.LONG(), Types.LONG(), Types.LONG(), Types.STRING(), Types.LONG()])
+PAIR_FIELDS = Types.ROW_NAMED(["first_seen_ts", "last_review_ts", "last_alert_ts"],
+                              [Types.LONG(), Types.LONG(), Types.LONG()])
+# The pair's room meeting, in state of its own so that a checkpoint taken before meetings existed restores.
+PAIR_MEETING = Types.ROW_NAMED(["met_room", "met_ts"], [Types.STRING(), Types.LONG()])
 
 # Every side output must have a consumer: in thread mode, yielding to an unconsumed tag stalls the operator.
 DEAD_LETTERS = OutputTag("dead-letters", OUTPUT_RECORD)
@@ -166,9 +168,11 @@ class ScreenBatch(KeyedBroadcastProcessFunction):
         self._control_applied = metrics.counter("control_updates_applied")
         self._control_rejected = metrics.counter("control_updates_rejected")
         metrics.gauge("model_errors", lambda: self._screener.model_errors)
-        # The cascade's second-stage share is texts_escalated / texts_scored.
+        # The cascade's second-stage share is texts_escalated / texts_scored; texts_embedded adds the direct
+        # messages with a minor that went through stage 2 for the grooming bank only (the encoder's load).
         metrics.gauge("texts_scored", lambda: self._screener.text_model.scored)
         metrics.gauge("texts_escalated", lambda: self._screener.text_model.escalated)
+        metrics.gauge("texts_embedded", lambda: self._screener.text_model.embedded)
         metrics.gauge("feast_failures", lambda: self._profiles.failures)
 
     def _restore(self, ctx) -> None:
@@ -271,7 +275,7 @@ class RoomMeetings(KeyedProcessFunction):
         reset_idle_timer(ctx, self._idle_timer, self._grooming.room_meeting_window_ms)
         self._meetings.inc(len(meetings))
         for meeting in meetings:
-            yield Row(ROOM_MEETINGS, meeting.pair, meeting.to_json())
+            yield Row(topic=ROOM_MEETINGS, k=meeting.pair, v=meeting.to_json())
 
     def on_timer(self, timestamp, ctx):
         if timestamp == self._idle_timer.value():
@@ -282,8 +286,8 @@ class RoomMeetings(KeyedProcessFunction):
 class ConversationRisk(KeyedProcessFunction):
     """Keyed by the (child, contact) pair: keeps the pair's recent messages' signals and room meeting, and
     emits a conversation review item and a grooming-risk parent alert when the pair risk crosses their
-    thresholds (``udfs.grooming`` decides, once per pair per cool-down). A pair with no message or meeting
-    for ``idle_ms`` is forgotten."""
+    thresholds (``udfs.grooming`` decides, once per pair per cool-down). A pair with no message for
+    ``idle_ms`` is forgotten, and one that has only met in a room after ``room_move_ms``."""
 
     def __init__(self, cfg: LifeguardConfig, grooming: GroomingSettings):
         self._cfg = cfg
@@ -292,6 +296,7 @@ class ConversationRisk(KeyedProcessFunction):
     def open(self, runtime_context: RuntimeContext):
         self._messages = runtime_context.get_list_state(ListStateDescriptor("pair_messages", PAIR_MESSAGE))
         self._fields = runtime_context.get_state(ValueStateDescriptor("pair_fields", PAIR_FIELDS))
+        self._meeting = runtime_context.get_state(ValueStateDescriptor("pair_meeting", PAIR_MEETING))
         self._idle_timer = runtime_context.get_state(ValueStateDescriptor("pair_idle_timer", Types.LONG()))
         metrics = runtime_context.get_metrics_group()
         self._reviews = metrics.counter("conversation_reviews")
@@ -318,6 +323,7 @@ class ConversationRisk(KeyedProcessFunction):
         if timestamp == self._idle_timer.value():
             self._messages.clear()
             self._fields.clear()
+            self._meeting.clear()
             self._idle_timer.clear()
             self._forgotten.inc()
 
@@ -330,12 +336,14 @@ class ConversationRisk(KeyedProcessFunction):
         for event_id, ts, from_contact, contrast, stage, synthetic, flags, late_night in self._messages.get() or []:
             messages.append(MessageSignals(event_id, ts, from_contact, contrast, stage, synthetic,
                                            tuple(filter(None, flags.split(","))), late_night))
-        first_seen_ts, last_review_ts, last_alert_ts, met_room, met_ts = fields
+        first_seen_ts, last_review_ts, last_alert_ts = fields
+        met_room, met_ts = self._meeting.value() or (None, None)
         return PairState(first_seen_ts, last_review_ts, last_alert_ts, tuple(messages), met_room, met_ts)
 
     def _save(self, state: PairState) -> None:
-        self._fields.update(Row(state.first_seen_ts, state.last_review_ts, state.last_alert_ts, state.met_room,
-                                state.met_ts))
+        self._fields.update(Row(state.first_seen_ts, state.last_review_ts, state.last_alert_ts))
+        if state.met_ts is not None:
+            self._meeting.update(Row(state.met_room, state.met_ts))
         self._messages.update([Row(m.event_id, m.ts, m.from_contact, m.contrast, m.stage, m.synthetic_match,
                                    ",".join(m.flags), m.late_night) for m in state.messages])
 

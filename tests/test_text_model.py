@@ -454,11 +454,12 @@ def test_rows_wanting_an_embedding_go_to_the_second_stage_and_get_their_own_embe
                         SecondStage(second, load_tokenizer(TOKENIZER), "minilm", BOUNDS))
     texts = ["a rather long and entirely benign message to a friend", "hi", "unsure"]
     scored = cascade.score_and_embed(texts, [False] * 3, embedding_wanted=[True, False, False])
-    assert [row["toxicity"] for row in scored.scores] == pytest.approx([0.9, 0.01, 0.9])
+    # The first row went to stage 2 for its embedding only: it keeps its stage-1 score.
+    assert [row["toxicity"] for row in scored.scores] == pytest.approx([0.01, 0.01, 0.9])
     tokens = [len(load_tokenizer(TOKENIZER).encode(t).ids) for t in texts]
     assert scored.embeddings[1] is None
     assert [scored.embeddings[i][0] for i in (0, 2)] == [tokens[0], tokens[2]]  # each row its own, in order
-    assert (cascade.scored, cascade.escalated) == (3, 2)
+    assert (cascade.scored, cascade.escalated, cascade.embedded) == (3, 1, 2)
 
 
 def test_the_exported_second_stage_equals_its_numpy_reference(stage2_path):

@@ -4,8 +4,9 @@
 with their users' profiles and returns the outputs to publish: one ``Decision`` per event, plus
 ``ReviewItem``s, ``ParentAlert``s, or a ``DeadLetter`` for an upload that cannot be processed; and,
 for each decided direct message where one side is a minor, a ``ConversationTurn`` with its grooming-bank
-match, for the conversation-risk step (``udfs.grooming``). Such a message always reaches the text
-model's second stage, whose sentence embedding the bank match reuses: one encoder pass for both.
+match, for the conversation-risk step (``udfs.grooming``). Such a message always goes through the text
+model's second stage, whose sentence embedding the bank match reuses: one encoder pass for both (its
+scores stay the cascade's).
 The sender's behaviour features (on its profile) can tighten the model thresholds of its message
 (``udfs.policy.behaviour_tightening``); the decision's reasons then say why.
 """
@@ -139,7 +140,7 @@ class Screener:
             except Rejected as rejected:
                 outputs.append(dead_letter(item.source, item.raw, rejected, now_ms))
         return Screened(outputs, self._conversation_turns(items, conversations, scored, outputs),
-                        self._room_speakers(items, outputs))
+                        self._room_speakers(items, outputs, now_ms))
 
     def _conversation_turns(self, items: Sequence[ScreeningInput], conversations: Sequence[bool],
                             scored: ScoredTexts | None, outputs: Sequence[Output]) -> list[ConversationTurn]:
@@ -155,9 +156,10 @@ class Screener:
                                   decisions[items[i].event.event_id], match, self.policy.alert_bands, self.grooming)
                 for i, match in zip(chosen, matches)]
 
-    def _room_speakers(self, items: Sequence[ScreeningInput],
-                       outputs: Sequence[Output]) -> dict[str, list[RoomSpeaker]]:
-        """Who wrote in which room, for the room-meetings step (``udfs.grooming.room_meetings``)."""
+    def _room_speakers(self, items: Sequence[ScreeningInput], outputs: Sequence[Output],
+                       now_ms: int) -> dict[str, list[RoomSpeaker]]:
+        """Who wrote in which room, for the room-meetings step (``udfs.grooming.room_meetings``). A time
+        ahead of ``now_ms`` counts as now: one far-future clock must not age every other speaker out."""
         if self.grooming is None:
             return {}
         decided = {o.event_id for o in outputs if isinstance(o, Decision)}
@@ -166,7 +168,7 @@ class Screener:
             event = item.event
             if isinstance(event, ChatMessage) and event.room_id and event.event_id in decided:
                 rooms.setdefault(event.room_id, []).append(
-                    RoomSpeaker(event.user_id, item.sender.effective_age_band, event.ts))
+                    RoomSpeaker(event.user_id, item.sender.effective_age_band, min(event.ts, now_ms)))
         return rooms
 
     def _screen_images(self, items: Sequence[ScreeningInput]) -> dict[int, ImageResult | Rejected]:
@@ -193,8 +195,9 @@ class Screener:
             signals += image.signals
             shown_scores.update(image.scores)
         signals = soften(self.policy, signals)
-        # The tightening is a reason only where something acted: on an allowed message it explains nothing.
-        if tightening is not None and any(s.action is not Action.ALLOW for s in signals):
+        # The tightening is a reason only where a model signal it scaled acted: elsewhere it explains nothing.
+        if tightening is not None and any(s.action is not Action.ALLOW and s.reason.startswith("model:")
+                                          for s in signals):
             notes += (tightening.reason,)
         verdict = decide(signals, notes + fallback_notes(item))
         decision = Decision(

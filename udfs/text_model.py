@@ -3,9 +3,10 @@
 Stage 1, for every message: the linear char n-gram model, one ONNX graph built by
 `models/train_text.py`. Stage 2, only for what stage 1 leaves uncertain or where a minor is involved:
 the MiniLM sentence encoder with stacked heads, one ONNX graph built by `models/train_text_stage2.py`
-that reads the text's tokens and its stage-1 scores. Each stage runs once per batch, never once per
-record. Everything the runtime needs besides the weights travels in each file's metadata: versions,
-categories (in column order), the featurizer's parameters, and the cascade's bounds.
+that reads the text's tokens and its stage-1 scores. Each stage runs per batch, never once per record
+(stage 1 in one run, stage 2 in length-sorted slices: `udfs.sentence_encoder.run_by_length`). Everything
+the runtime needs besides the weights travels in each file's metadata: versions, categories (in column
+order), the featurizer's parameters, and the cascade's bounds.
 
 Create a `TextModel` in an operator's ``open()``, never at import: the sessions are heavy and cannot be
 pickled.
@@ -97,9 +98,11 @@ class TextModel:
         self.featurizer = featurizer
         self.second_stage = second_stage
         self.version = version if second_stage is None else f"{version}+{second_stage.version}"
-        # Messages scored, and of them those the second stage scored: its share is escalated / scored.
+        # Messages scored, those the cascade escalated (its second-stage share is escalated / scored), and
+        # those the second stage ran on, escalated or only embedded (the encoder's load).
         self.scored = 0
         self.escalated = 0
+        self.embedded = 0
 
     @classmethod
     def load(cls, path: Path, prefer_gpu: bool = True, second_stage: Path | None = None,
@@ -122,8 +125,9 @@ class TextModel:
 
     def score_and_embed(self, texts: Sequence[str], minor_involved: Sequence[bool] | None = None,
                         embedding_wanted: Sequence[bool] | None = None) -> ScoredTexts:
-        """`score_batch`, and the rows in `embedding_wanted` also go to stage 2, which returns their
-        sentence embeddings with their scores: one encoder pass serves both."""
+        """`score_batch`, and the rows in `embedding_wanted` also go through stage 2 for their sentence
+        embeddings (one encoder pass serves the cascade and the caller). Such a row keeps its stage-1
+        scores unless the cascade escalated it: the policy's thresholds were set on the cascade's scores."""
         if not texts:
             return ScoredTexts([], [])
         ids, weights = featurize(texts, self.featurizer)
@@ -135,8 +139,11 @@ class TextModel:
             escalated = self.second_stage.bounds.escalate(scores, self.categories, _flags(minor_involved, len(texts)))
             chosen = np.flatnonzero(escalated | _flags(embedding_wanted, len(texts)))
             if len(chosen):
-                scores[chosen], vectors = self.second_stage.run([texts[i] for i in chosen], scores[chosen])
-                self.escalated += len(chosen)
+                stage2_scores, vectors = self.second_stage.run([texts[i] for i in chosen], scores[chosen])
+                kept = escalated[chosen]
+                scores[chosen[kept]] = stage2_scores[kept]
+                self.escalated += int(kept.sum())
+                self.embedded += len(chosen)
                 for row, vector in zip(chosen, vectors):
                     embeddings[row] = vector
         return ScoredTexts([dict(zip(self.categories, map(float, row))) for row in scores], embeddings)
