@@ -139,14 +139,14 @@ class Screener:
                                                 now_ms))
             except Rejected as rejected:
                 outputs.append(dead_letter(item.source, item.raw, rejected, now_ms))
-        return Screened(outputs, self._conversation_turns(items, conversations, scored, outputs),
-                        self._room_speakers(items, outputs, now_ms))
+        decisions = {o.event_id: o for o in outputs if isinstance(o, Decision)}
+        return Screened(outputs, self._conversation_turns(items, conversations, scored, decisions),
+                        self._room_speakers(items, decisions, now_ms))
 
     def _conversation_turns(self, items: Sequence[ScreeningInput], conversations: Sequence[bool],
-                            scored: ScoredTexts | None, outputs: Sequence[Output]) -> list[ConversationTurn]:
+                            scored: ScoredTexts | None, decisions: dict[str, Decision]) -> list[ConversationTurn]:
         """A turn per decided direct message with a minor, its bank match from the second stage's embedding
         (None after a model failure: the turn still carries the decision's rule signals)."""
-        decisions = {o.event_id: o for o in outputs if isinstance(o, Decision)}
         chosen = [i for i, item in enumerate(items) if conversations[i] and item.event.event_id in decisions]
         if not chosen:
             return []
@@ -156,17 +156,16 @@ class Screener:
                                   decisions[items[i].event.event_id], match, self.policy.alert_bands, self.grooming)
                 for i, match in zip(chosen, matches)]
 
-    def _room_speakers(self, items: Sequence[ScreeningInput], outputs: Sequence[Output],
+    def _room_speakers(self, items: Sequence[ScreeningInput], decisions: dict[str, Decision],
                        now_ms: int) -> dict[str, list[RoomSpeaker]]:
         """Who wrote in which room, for the room-meetings step (``udfs.grooming.room_meetings``). A time
         ahead of ``now_ms`` counts as now: one far-future clock must not age every other speaker out."""
         if self.grooming is None:
             return {}
-        decided = {o.event_id for o in outputs if isinstance(o, Decision)}
         rooms: dict[str, list[RoomSpeaker]] = {}
         for item in items:
             event = item.event
-            if isinstance(event, ChatMessage) and event.room_id and event.event_id in decided:
+            if isinstance(event, ChatMessage) and event.room_id and event.event_id in decisions:
                 rooms.setdefault(event.room_id, []).append(
                     RoomSpeaker(event.user_id, item.sender.effective_age_band, min(event.ts, now_ms)))
         return rooms
