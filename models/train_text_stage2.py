@@ -4,25 +4,30 @@
 
 The first stage (`models.train_text`, char n-gram logistic regression) scores every message. The second
 stage is the int8 MiniLM sentence encoder (`udfs.sentence_encoder`) with one logistic-regression head
-per category on its 384-d embedding, fitted on the ``train`` split, then stacked with the first stage:
-on the ``val`` split a three-parameter logistic regression per category,
+per category on its 384-d embedding, fitted on the ``train`` split, then stacked with the first stage
+and, for the categories it was tuned on, the fine-tuned MiniLM's logit (`models.train_text_tuned`):
+on the ``val`` split a logistic regression per category,
 
-    p = sigmoid(a * head_logit(embedding) + b * logit(stage1_score) + c),
+    p = sigmoid(a * head_logit(embedding) + b * logit(stage1_score) [+ d * tuned_logit] + c),
 
-calibrates the pair (Platt scaling with two inputs), and the bias then gains the same label-shift
-correction to the chat base rate as the first stage. A category keeps the first stage's score
-(a = 0, b = 1, c = 0: the graph passes it through) unless the stack beats the first stage on val in
-both ROC-AUC and PR-AUC, the stack's figures taken out of fold (5-fold on val) so that its three
-fitted parameters do not flatter it.
+calibrates them together (Platt scaling with two or three inputs), and the bias then gains the same
+label-shift correction to the chat base rate as the first stage. A category keeps the first stage's
+score (a = d = 0, b = 1, c = 0: the graph passes it through) unless the stack beats the first stage on
+val in both ROC-AUC and PR-AUC, the stack's figures taken out of fold (5-fold on val) so that its fitted
+parameters do not flatter it.
 
 The exported graph is the encoder with pooling (`udfs.sentence_encoder.pooled_encoder`) composed with
 the heads (onnx.compose):
 
-    input_ids, attention_mask, token_type_ids int64[N, T], stage1_scores float32[N, C]
+    input_ids, attention_mask, token_type_ids int64[N, T], stage1_scores float32[N, C], tuned_logits float32[N, K]
       -> MiniLM -> mean pool -> L2 normalise              # sentence_embedding float32[N, 384]
-      -> MatMul(W float32[384, C]) + b * logit(stage1) + bias -> Sigmoid   # scores float32[N, C]
+      -> MatMul(W float32[384, C]) + b * logit(stage1) + tuned_logits @ D float32[K, C] + bias -> Sigmoid
+                                                          # scores float32[N, C]
 
 Both ``scores`` and ``sentence_embedding`` are outputs: the job's grooming bank reuses the embedding.
+The fine-tuned encoder stays a file of its own, named in the metadata (``tuned_model``), so that the
+runtime runs it only on the rows whose scores it keeps (`udfs.text_model.SecondStage`), not on those
+sent to the second stage for their embedding alone.
 
 The cascade rule, set on val first-stage scores and stored in the graph's metadata (``cascade``): a
 message goes to the second stage when, for a category the second stage serves, its first-stage score
@@ -46,6 +51,7 @@ import argparse
 import hashlib
 import json
 import shlex
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -54,6 +60,7 @@ from typing import Sequence
 
 import numpy as np
 import onnx
+import onnxruntime
 from onnx import TensorProto, compose, helper, numpy_helper
 from scipy.optimize import minimize
 from scipy.special import expit, logit
@@ -66,10 +73,12 @@ from models.datasets import DEFAULT_DATA_DIR
 from models.train_embeddings import cached_embeddings
 from models.train_text import (DEFAULT_BASE_RATES, Example, _rows, load_chat_base_rates, load_examples,
                                prior_shift)
-from udfs.sentence_encoder import DEFAULT_TOKENIZER, DIMENSION, EMBEDDING_OUTPUT, SentenceEncoder, pooled_encoder
-from udfs.text_model import STAGE1_INPUT, CascadeBounds, TextModel
+from models.train_text_tuned import DEFAULT_OUT as DEFAULT_TUNED
+from udfs.sentence_encoder import (DEFAULT_TOKENIZER, DIMENSION, EMBEDDING_OUTPUT, SentenceEncoder, load_tokenizer,
+                                   pooled_encoder)
+from udfs.text_model import STAGE1_INPUT, TUNED_LOGITS, CascadeBounds, TextModel, tuned_logits
 
-VERSION = "text-minilm-1"
+VERSION = "text-minilm-2"
 DEFAULT_STAGE1 = PROJECT_ROOT / "models" / "build" / "text_linear.onnx"
 DEFAULT_OUT = PROJECT_ROOT / "models" / "build" / "text_minilm.onnx"
 
@@ -93,12 +102,43 @@ class StackedHead:
     head_c: float
     embedding_weights: np.ndarray  # float32[384], already times the stack's slope a
     stage1_weight: float  # b
+    tuned_weights: np.ndarray  # float32[K]: d at the column of the tuned logit for this category, else 0
     bias: float  # a * head intercept + c + prior shift (0 when the stage-1 score passes through)
     val: dict  # val figures behind the choice
 
     def describe(self) -> dict:
         return {"uses_stage2": self.uses_stage2, "head_C": self.head_c, "stage1_weight": round(self.stage1_weight, 6),
-                "bias": round(self.bias, 6), "val": self.val}
+                "tuned_weights": [round(float(w), 6) for w in self.tuned_weights], "bias": round(self.bias, 6),
+                "val": self.val}
+
+
+@dataclass(frozen=True)
+class TunedEncoder:
+    """The fine-tuned encoder (`models.train_text_tuned`) as the stack sees it: its logits per row."""
+
+    session: onnxruntime.InferenceSession
+    version: str
+    categories: tuple[str, ...]
+
+    @classmethod
+    def load(cls, path: Path) -> "TunedEncoder":
+        if not path.is_file():
+            raise SystemExit(f"{path} not found: run `make models` (or python -m models.train_text_tuned) first")
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        metadata = session.get_modelmeta().custom_metadata_map
+        return cls(session, metadata["version"], tuple(json.loads(metadata["categories"])))
+
+    def logit_matrix(self, examples: Sequence[Example], tokenizer: Path, batch: int = 256) -> np.ndarray:
+        """float[len(examples), K]: the tuned logits of the val and test rows, NaN on the train rows (the
+        stack is fitted on val; computing them for train would only cost minutes)."""
+        matrix = np.full((len(examples), len(self.categories)), np.nan)
+        rows = [i for i, example in enumerate(examples) if example.split != "train"]
+        tokens = load_tokenizer(tokenizer)
+        for start in range(0, len(rows), batch):
+            chunk = rows[start:start + batch]
+            matrix[chunk] = tuned_logits(self.session, tokens, [examples[i].record.text for i in chunk],
+                                         np.ones(len(chunk), bool))
+        return matrix
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -110,10 +150,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     categories = stage1.categories
     base_rates = load_chat_base_rates(args.base_rates, categories)
     encoder = SentenceEncoder.load(args.tokenizer, prefer_gpu=False)
+    tuned = TunedEncoder.load(args.tuned)
 
     embeddings = embed_examples(encoder, training)
     stage1_scores = stage1.score_matrix([example.record.text for example in training])
-    heads = [fit_stacked_head(embeddings, stage1_scores[:, column], training, category, base_rates[category].rate)
+    tuned_scores = tuned.logit_matrix(training, args.tokenizer)
+    heads = [fit_stacked_head(embeddings, stage1_scores[:, column], tuned_scores, tuned.categories, training,
+                              category, base_rates[category].rate)
              for column, category in enumerate(categories)]
     bounds = cascade_bounds(stage1_scores, training, heads)
 
@@ -122,10 +165,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         "categories": json.dumps(list(categories)),
         "stage1_version": stage1.version,
         "encoder_version": encoder.version,
+        "tuned_model": args.tuned.name,
+        "tuned_version": tuned.version,
+        "tuned_categories": json.dumps(list(tuned.categories)),
         "stage2_categories": json.dumps([head.category for head in heads if head.uses_stage2]),
         "cascade": json.dumps(asdict(bounds)),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    # The runtime finds the fine-tuned encoder beside the second stage, by the name in the metadata.
+    if args.tuned.resolve().parent != args.out.resolve().parent:
+        shutil.copyfile(args.tuned, args.out.with_name(args.tuned.name))
     onnx.save(build_graph(heads, metadata), args.out)
 
     cascade = TextModel.load(args.stage1, prefer_gpu=False, second_stage=args.out, tokenizer=args.tokenizer)
@@ -144,19 +193,22 @@ def main(argv: Sequence[str] | None = None) -> None:
             "heads": "logistic regression per category on the L2-normalised embedding (lbfgs, class_weight "
                      f"balanced, C from {list(HEAD_C_GRID)} by val ROC-AUC), fitted on the train split",
             "stack_and_calibration": STACK_NOTE,
+            "tuned_encoder": {"file": args.tuned.name, "version": tuned.version, "categories": list(tuned.categories),
+                              "training": json.loads(tuned.session.get_modelmeta().custom_metadata_map["training"])},
             "per_category": {head.category: head.describe() for head in heads},
         },
         "cascade": {"rule": CASCADE_NOTE, "bounds": asdict(bounds),
                     "val_negative_shares": {"low": ESCALATION_FPR, "high": CONFIDENT_FPR,
                                             "benign": MINOR_ESCALATION_FPR}},
-        "graph_check": graph_check(cascade, training, embeddings, stage1_scores, heads),
+        "graph_check": graph_check(cascade, training, embeddings, stage1_scores, tuned_scores, heads),
         "metrics": {
             "note": METRICS_NOTE,
-            "val": split_metrics(training, "val", embeddings, stage1_scores, heads, bounds),
-            "test": split_metrics(training, "test", embeddings, stage1_scores, heads, bounds),
+            "val": split_metrics(training, "val", embeddings, stage1_scores, tuned_scores, heads, bounds),
+            "test": split_metrics(training, "test", embeddings, stage1_scores, tuned_scores, heads, bounds),
             "test_evaluation_only_data_sets": split_metrics(
                 evaluation_only, "test", embed_examples(encoder, evaluation_only),
-                stage1.score_matrix([e.record.text for e in evaluation_only]), heads, bounds),
+                stage1.score_matrix([e.record.text for e in evaluation_only]),
+                tuned.logit_matrix(evaluation_only, args.tokenizer), heads, bounds),
         },
         "chat_mix": chat_mix_share(cascade, args.data_dir),
     }
@@ -166,8 +218,8 @@ def main(argv: Sequence[str] | None = None) -> None:
           f"in {time.perf_counter() - started:.0f} s", file=sys.stderr)
 
 
-STACK_NOTE = ("On the val split, per category: p = sigmoid(a * head_logit + b * logit(stage1 score) + c), fitted by "
-              "log loss on Platt's soft targets; then the bias gains logit(chat base rate) - logit(val positive "
+STACK_NOTE = ("On the val split, per category: p = sigmoid(a * head_logit + b * logit(stage1 score) "
+              "[+ d * tuned_logit, for the categories the fine-tuned encoder scores] + c), fitted by log loss on Platt's soft targets; then the bias gains logit(chat base rate) - logit(val positive "
               "rate), as the first stage's does. Used only where the stack's out-of-fold (5-fold on val) ROC-AUC "
               "and PR-AUC both beat stage 1's on val; elsewhere the graph passes the stage-1 score through.")
 CASCADE_NOTE = ("A message goes to stage 2 when, for some category stage 2 serves, its stage-1 score s has "
@@ -181,30 +233,33 @@ METRICS_NOTE = ("Per category, over the rows that label it, unweighted. stage1: 
                 "the cached embeddings and the heads' weights (graph_check compares them with the exported graph).")
 
 
-def stage2_reference(heads: Sequence[StackedHead], embeddings: np.ndarray, stage1_scores: np.ndarray) -> np.ndarray:
-    """What the exported heads compute, in numpy: float[N, C] from embeddings and stage-1 scores."""
+def stage2_reference(heads: Sequence[StackedHead], embeddings: np.ndarray, stage1_scores: np.ndarray,
+                     tuned_scores: np.ndarray) -> np.ndarray:
+    """What the exported heads compute, in numpy: float[N, C] from embeddings, stage-1 scores and tuned logits."""
     weights = np.stack([head.embedding_weights for head in heads], axis=1).astype(np.float64)
     stage1_weights = np.array([head.stage1_weight for head in heads])
+    tuned_weights = np.stack([head.tuned_weights for head in heads], axis=1).astype(np.float64)
     bias = np.array([head.bias for head in heads])
-    return expit(embeddings @ weights + stage1_logit(stage1_scores) * stage1_weights + bias)
+    return expit(embeddings @ weights + stage1_logit(stage1_scores) * stage1_weights + tuned_scores @ tuned_weights
+                 + bias)
 
 
 def graph_check(cascade: TextModel, examples: Sequence[Example], embeddings: np.ndarray, stage1_scores: np.ndarray,
-                heads: Sequence[StackedHead], rows: int = 256) -> dict:
-    """The largest difference between the exported graph and `stage2_reference` on the first val rows."""
+                tuned_scores: np.ndarray, heads: Sequence[StackedHead], rows: int = 256) -> dict:
+    """The largest difference between the exported graphs and `stage2_reference` on the first val rows."""
     chosen = [i for i, example in enumerate(examples) if example.split == "val"][:rows]
     graph, _ = cascade.second_stage.run([examples[i].record.text for i in chosen],
                                         stage1_scores[chosen].astype(np.float32))
-    reference = stage2_reference(heads, embeddings[chosen], stage1_scores[chosen])
+    reference = stage2_reference(heads, embeddings[chosen], stage1_scores[chosen], tuned_scores[chosen])
     return {"rows": len(chosen), "max_abs_difference": round(float(np.abs(graph - reference).max()), 6)}
 
 
 def split_metrics(examples: Sequence[Example], split: str, embeddings: np.ndarray, stage1_scores: np.ndarray,
-                  heads: Sequence[StackedHead], bounds: CascadeBounds) -> dict:
+                  tuned_scores: np.ndarray, heads: Sequence[StackedHead], bounds: CascadeBounds) -> dict:
     """Per category: ROC-AUC and PR-AUC of stage 1, stage 2 and the cascade on `split`, and the share of the
     category's rows the cascade escalates (see METRICS_NOTE)."""
     categories = [head.category for head in heads]
-    stage2 = stage2_reference(heads, embeddings, stage1_scores)
+    stage2 = stage2_reference(heads, embeddings, stage1_scores, tuned_scores)
     report = {}
     for column, category in enumerate(categories):
         rows, labels = _rows(examples, category, split)
@@ -257,6 +312,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--stage1", type=Path, default=DEFAULT_STAGE1, help="the first stage (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the .onnx file to write (default: %(default)s)")
     parser.add_argument("--tokenizer", type=Path, default=DEFAULT_TOKENIZER, help="tokenizer.json (default: %(default)s)")
+    parser.add_argument("--tuned", type=Path, default=DEFAULT_TUNED,
+                        help="the fine-tuned encoder, models.train_text_tuned (default: %(default)s)")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="the shared/data folder")
     parser.add_argument("--base-rates", type=Path, default=DEFAULT_BASE_RATES, help="chat base rates (default: %(default)s)")
     return parser.parse_args(argv)
@@ -276,12 +333,15 @@ def stage1_logit(scores: np.ndarray) -> np.ndarray:
     return logit(np.clip(scores, LOGIT_CLIP, 1 - LOGIT_CLIP))
 
 
-def fit_stacked_head(embeddings: np.ndarray, stage1_scores: np.ndarray, examples: Sequence[Example],
-                     category: str, chat_base_rate: float) -> StackedHead:
+def fit_stacked_head(embeddings: np.ndarray, stage1_scores: np.ndarray, tuned_scores: np.ndarray,
+                     tuned_categories: Sequence[str], examples: Sequence[Example], category: str,
+                     chat_base_rate: float) -> StackedHead:
     train_rows, train_labels = _rows(examples, category, "train")
     val_rows, val_labels = _rows(examples, category, "val")
     head, head_c = _best_head(embeddings[train_rows], train_labels, embeddings[val_rows], val_labels)
-    stacked = np.column_stack([head.decision_function(embeddings[val_rows]), stage1_logit(stage1_scores[val_rows])])
+    tuned_column = tuned_categories.index(category) if category in tuned_categories else None
+    stacked = np.column_stack([head.decision_function(embeddings[val_rows]), stage1_logit(stage1_scores[val_rows]),
+                               *([] if tuned_column is None else [tuned_scores[val_rows, tuned_column]])])
     out_of_fold = _out_of_fold_stack(stacked, val_labels)
     val = {
         "rows": len(val_labels), "positives": int(val_labels.sum()),
@@ -291,14 +351,19 @@ def fit_stacked_head(embeddings: np.ndarray, stage1_scores: np.ndarray, examples
     }
     uses_stage2 = (val["stacked_out_of_fold"]["roc_auc"] > val["stage1"]["roc_auc"]
                    and val["stacked_out_of_fold"]["pr_auc"] > val["stage1"]["pr_auc"])
+    tuned_weights = np.zeros(len(tuned_categories), np.float32)
     if not uses_stage2:
-        return StackedHead(category, False, head_c, np.zeros(DIMENSION, np.float32), 1.0, 0.0, val)
-    (slope, stage1_weight), intercept = platt_stack(stacked, val_labels)
+        return StackedHead(category, False, head_c, np.zeros(DIMENSION, np.float32), 1.0, tuned_weights, 0.0, val)
+    weights, intercept = platt_stack(stacked, val_labels)
+    slope, stage1_weight = weights[:2]
+    if tuned_column is not None:
+        tuned_weights[tuned_column] = weights[2]
     shift = prior_shift(float(val_labels.mean()), chat_base_rate)
     return StackedHead(
         category, True, head_c,
         embedding_weights=(slope * head.coef_[0]).astype(np.float32),
-        stage1_weight=stage1_weight,
+        stage1_weight=float(stage1_weight),
+        tuned_weights=tuned_weights,
         bias=float(slope * head.intercept_[0] + intercept + shift),
         val=val,
     )
@@ -368,6 +433,7 @@ def build_graph(heads: Sequence[StackedHead], metadata: dict[str, str]) -> onnx.
     initializers = [
         numpy_helper.from_array(np.stack([h.embedding_weights for h in heads], axis=1).astype(np.float32), "head_W"),
         numpy_helper.from_array(np.array([h.stage1_weight for h in heads], dtype=np.float32), "head_stage1_weight"),
+        numpy_helper.from_array(np.stack([h.tuned_weights for h in heads], axis=1).astype(np.float32), "head_tuned_W"),
         numpy_helper.from_array(np.array([h.bias for h in heads], dtype=np.float32), "head_bias"),
         numpy_helper.from_array(np.array(LOGIT_CLIP, dtype=np.float32), "head_clip_low"),
         numpy_helper.from_array(np.array(1 - LOGIT_CLIP, dtype=np.float32), "head_clip_high"),
@@ -380,14 +446,17 @@ def build_graph(heads: Sequence[StackedHead], metadata: dict[str, str]) -> onnx.
         helper.make_node("Div", ["head_stage1_clipped", "head_stage1_complement"], ["head_stage1_odds"]),
         helper.make_node("Log", ["head_stage1_odds"], ["head_stage1_logit"]),  # [N, C]
         helper.make_node("Mul", ["head_stage1_logit", "head_stage1_weight"], ["head_stage1_term"]),
+        helper.make_node("MatMul", [TUNED_LOGITS, "head_tuned_W"], ["head_tuned_term"]),  # [N, C]
         helper.make_node("Add", ["head_embedding_logit", "head_stage1_term"], ["head_sum"]),
-        helper.make_node("Add", ["head_sum", "head_bias"], ["head_logits"]),
+        helper.make_node("Add", ["head_sum", "head_tuned_term"], ["head_sum_tuned"]),
+        helper.make_node("Add", ["head_sum_tuned", "head_bias"], ["head_logits"]),
         helper.make_node("Sigmoid", ["head_logits"], ["scores"]),  # [N, C]
     ]
     heads_graph = helper.make_graph(
         nodes, "lifeguard_text_minilm_heads",
         inputs=[helper.make_tensor_value_info(EMBEDDING_OUTPUT, TensorProto.FLOAT, ["batch", DIMENSION]),
-                helper.make_tensor_value_info(STAGE1_INPUT, TensorProto.FLOAT, ["batch", n_categories])],
+                helper.make_tensor_value_info(STAGE1_INPUT, TensorProto.FLOAT, ["batch", n_categories]),
+                helper.make_tensor_value_info(TUNED_LOGITS, TensorProto.FLOAT, ["batch", len(heads[0].tuned_weights)])],
         outputs=[helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", n_categories])],
         initializer=initializers,
     )

@@ -8,8 +8,10 @@ scores they are checked against from the cascade with a minor involved: what the
 """
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import onnx
@@ -460,6 +462,52 @@ def test_rows_wanting_an_embedding_go_to_the_second_stage_and_get_their_own_embe
     assert scored.embeddings[1] is None
     assert [scored.embeddings[i][0] for i in (0, 2)] == [tokens[0], tokens[2]]  # each row its own, in order
     assert (cascade.scored, cascade.escalated, cascade.embedded) == (3, 1, 2)
+
+
+class _TunedSession:
+    """Stands in for the fine-tuned encoder: records its feeds and answers each row's token count as its
+    logit for both tuned categories."""
+
+    def __init__(self):
+        self.feeds = []
+
+    def get_outputs(self):
+        return [SimpleNamespace(shape=["batch", 2])]
+
+    def run(self, output_names, feeds):
+        self.feeds.append(feeds)
+        return [np.repeat(feeds["attention_mask"].sum(axis=1, keepdims=True).astype(np.float32), 2, axis=1)]
+
+
+def test_the_fine_tuned_encoder_runs_only_on_rows_whose_scores_are_kept():
+    second, tuned = _SecondStageSession(), _TunedSession()
+    cascade = TextModel(_FixedSession([0.01, 0.01, 0.5]), "lin", ("toxicity", "spam"), PARAMS,
+                        SecondStage(second, load_tokenizer(TOKENIZER), "minilm", BOUNDS, tuned))
+    texts = ["only here for its embedding", "hi", "unsure"]
+    cascade.score_and_embed(texts, [False] * 3, embedding_wanted=[True, False, False])
+    unsure_tokens = len(load_tokenizer(TOKENIZER).encode("unsure").ids)
+    assert [f["input_ids"].shape[0] for f in tuned.feeds] == [1]  # the escalated row alone
+    assert tuned.feeds[0]["attention_mask"].sum() == unsure_tokens
+    (heads_feeds,) = second.feeds
+    by_row = dict(zip(heads_feeds["attention_mask"].sum(axis=1), heads_feeds["tuned_logits"].tolist()))
+    assert by_row[unsure_tokens] == [unsure_tokens] * 2 and [0.0, 0.0] in by_row.values()
+    cascade.embed(["a bank example"])  # embeddings only: the fine-tuned encoder is not run
+    assert len(tuned.feeds) == 1
+
+
+def test_a_second_stage_stacked_on_another_fine_tuned_encoder_is_refused(tmp_path, model_path, stage2_path):
+    stage2 = onnx.load(stage2_path)
+    tuned_name = {p.key: p.value for p in stage2.metadata_props}["tuned_model"]
+    with pytest.raises(ModelLoadError, match="make models"):  # not beside the second stage
+        onnx.save(stage2, tmp_path / "stage2.onnx")
+        TextModel.load(model_path, prefer_gpu=False, second_stage=tmp_path / "stage2.onnx", tokenizer=TOKENIZER)
+    shutil.copyfile(stage2_path.with_name(tuned_name), tmp_path / tuned_name)
+    for prop in stage2.metadata_props:
+        if prop.key == "tuned_version":
+            prop.value = "text-minilm-tuned-0"
+    onnx.save(stage2, tmp_path / "stage2.onnx")
+    with pytest.raises(ModelLoadError, match="stacked on text-minilm-tuned-0"):
+        TextModel.load(model_path, prefer_gpu=False, second_stage=tmp_path / "stage2.onnx", tokenizer=TOKENIZER)
 
 
 def test_the_exported_second_stage_equals_its_numpy_reference(stage2_path):

@@ -108,11 +108,11 @@ def length_slices(feeds: dict[str, np.ndarray], rows_per_run: int = ROWS_PER_RUN
                      for name, array in feeds.items()}
 
 
-def run_by_length(feeds: dict[str, np.ndarray], run: Callable[[dict[str, np.ndarray]], list[np.ndarray]]
-                  ) -> list[np.ndarray]:
+def run_by_length(feeds: dict[str, np.ndarray], run: Callable[[dict[str, np.ndarray]], list[np.ndarray]],
+                  rows_per_run: int = ROWS_PER_RUN) -> list[np.ndarray]:
     """``run`` on each of the batch's length slices (``length_slices``), its outputs put back in row order."""
     results: list[np.ndarray] | None = None
-    for rows, sliced in length_slices(feeds):
+    for rows, sliced in length_slices(feeds, rows_per_run):
         outputs = run(sliced)
         if results is None:
             results = [np.empty((len(feeds["attention_mask"]), *o.shape[1:]), dtype=o.dtype) for o in outputs]

