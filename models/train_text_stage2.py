@@ -50,6 +50,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import shlex
 import shutil
 import sys
@@ -76,7 +77,7 @@ from models.train_text import (DEFAULT_BASE_RATES, Example, _rows, load_chat_bas
 from models.train_text_tuned import DEFAULT_OUT as DEFAULT_TUNED
 from udfs.sentence_encoder import (DEFAULT_TOKENIZER, DIMENSION, EMBEDDING_OUTPUT, SentenceEncoder, load_tokenizer,
                                    pooled_encoder)
-from udfs.text_model import STAGE1_INPUT, TUNED_LOGITS, CascadeBounds, TextModel, tuned_logits
+from udfs.text_model import STAGE1_INPUT, TUNED_LOGITS, CascadeBounds, TextModel, identity_pattern, tuned_logits
 
 VERSION = "text-minilm-2"
 DEFAULT_STAGE1 = PROJECT_ROOT / "models" / "build" / "text_linear.onnx"
@@ -119,6 +120,7 @@ class TunedEncoder:
     session: onnxruntime.InferenceSession
     version: str
     categories: tuple[str, ...]
+    identity_terms: re.Pattern | None
 
     @classmethod
     def load(cls, path: Path) -> "TunedEncoder":
@@ -126,7 +128,8 @@ class TunedEncoder:
             raise SystemExit(f"{path} not found: run `make models` (or python -m models.train_text_tuned) first")
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         metadata = session.get_modelmeta().custom_metadata_map
-        return cls(session, metadata["version"], tuple(json.loads(metadata["categories"])))
+        return cls(session, metadata["version"], tuple(json.loads(metadata["categories"])),
+                   identity_pattern(json.loads(metadata.get("masked_identity_terms", "[]"))))
 
     def logit_matrix(self, examples: Sequence[Example], tokenizer: Path, batch: int = 256) -> np.ndarray:
         """float[len(examples), K]: the tuned logits of the val and test rows, NaN on the train rows (the
@@ -137,7 +140,7 @@ class TunedEncoder:
         for start in range(0, len(rows), batch):
             chunk = rows[start:start + batch]
             matrix[chunk] = tuned_logits(self.session, tokens, [examples[i].record.text for i in chunk],
-                                         np.ones(len(chunk), bool))
+                                         np.ones(len(chunk), bool), self.identity_terms)
         return matrix
 
 

@@ -29,7 +29,8 @@ from models import train_text, train_text_stage2
 from udfs.policy import load_policy, model_signals
 from udfs.sentence_encoder import DIMENSION, load_tokenizer
 from udfs.text_features import FeaturizerParams, featurize, pad_rows, vectorize
-from udfs.text_model import CATEGORIES, CascadeBounds, ModelLoadError, SecondStage, TextModel
+from udfs.text_model import (CATEGORIES, CascadeBounds, ModelLoadError, SecondStage, TextModel, identity_pattern,
+                             tuned_input)
 
 MODEL_PATH = PROJECT_ROOT / "models" / "build" / "text_linear.onnx"
 STAGE2_PATH = PROJECT_ROOT / "models" / "build" / "text_minilm.onnx"
@@ -474,6 +475,9 @@ class _TunedSession:
     def get_outputs(self):
         return [SimpleNamespace(shape=["batch", 2])]
 
+    def get_modelmeta(self):
+        return SimpleNamespace(custom_metadata_map={"masked_identity_terms": '["gay"]'})
+
     def run(self, output_names, feeds):
         self.feeds.append(feeds)
         return [np.repeat(feeds["attention_mask"].sum(axis=1, keepdims=True).astype(np.float32), 2, axis=1)]
@@ -493,6 +497,14 @@ def test_the_fine_tuned_encoder_runs_only_on_rows_whose_scores_are_kept():
     assert by_row[unsure_tokens] == [unsure_tokens] * 2 and [0.0, 0.0] in by_row.values()
     cascade.embed(["a bank example"])  # embeddings only: the fine-tuned encoder is not run
     assert len(tuned.feeds) == 1
+
+
+def test_the_fine_tuned_encoder_reads_normalised_text_with_identity_terms_masked():
+    terms = identity_pattern(["gay", "african american", "jew"])
+    assert tuned_input("I am G@Y and proud", terms) == "i am [MASK] and proud"
+    assert tuned_input("my African American friend", terms) == "my [MASK] friend"
+    assert tuned_input("gayle plays jewel quest", terms) == "gayle plays jewel quest"  # whole words only
+    assert tuned_input("y0u st00pid 1diot", None) == "you stoopid idiot"
 
 
 def test_a_second_stage_stacked_on_another_fine_tuned_encoder_is_refused(tmp_path, model_path, stage2_path):

@@ -16,6 +16,7 @@ pickled.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -40,6 +41,7 @@ TUNED_LOGITS = "tuned_logits"  # the fine-tuned encoder's output, the second sta
 # quantisation), so in a slice of 8 a message's logit moved with its neighbours, by up to 0.86 on val
 # text. One row per run makes a message's score its own, for 16% more time than slices of 8.
 TUNED_ROWS_PER_RUN = 1
+IDENTITY_MASK = "[MASK]"  # the tokenizer's mask token, one word piece
 BUILD_HINT = "run `make models` to build it"
 
 
@@ -78,6 +80,8 @@ class SecondStage:
         self._session = session
         self._tokenizer = tokenizer
         self._tuned = tuned
+        self._identity_terms = identity_pattern(json.loads(
+            tuned.get_modelmeta().custom_metadata_map.get("masked_identity_terms", "[]"))) if tuned else None
         self.version = version
         self.bounds = bounds
 
@@ -90,21 +94,21 @@ class SecondStage:
         feeds = encode(self._tokenizer, texts) | {STAGE1_INPUT: stage1_scores.astype(np.float32)}
         if self._tuned is not None:
             feeds[TUNED_LOGITS] = tuned_logits(self._tuned, self._tokenizer, texts,
-                                               np.ones(len(texts), bool) if scored is None else scored)
+                                               np.ones(len(texts), bool) if scored is None else scored,
+                                               self._identity_terms)
         scores, embeddings = run_by_length(feeds, lambda sliced: self._session.run(["scores", EMBEDDING_OUTPUT],
                                                                                    sliced))
         return scores, embeddings
 
 
 def tuned_logits(session: onnxruntime.InferenceSession, tokenizer: Tokenizer, texts: Sequence[str],
-                 rows: np.ndarray) -> np.ndarray:
+                 rows: np.ndarray, identity_terms: re.Pattern | None) -> np.ndarray:
     """The fine-tuned encoder's logits float32[N, T] for `texts`, computed for the `rows` (bool[N]) only and
-    0 elsewhere. It reads the normalised text, as stage 1 does (`udfs.normalize`): "y0u st00pid 1diot"
-    reaches it as "you stoopid idiot", a disguise its training text seldom showed it."""
+    0 elsewhere, each text as `tuned_input` makes it."""
     logits = np.zeros((len(rows), session.get_outputs()[0].shape[-1]), dtype=np.float32)
     chosen = np.flatnonzero(rows)
     if len(chosen):
-        feeds = encode(tokenizer, [normalize(texts[i]) for i in chosen])
+        feeds = encode(tokenizer, [tuned_input(texts[i], identity_terms) for i in chosen])
         (logits[chosen],) = run_by_length(feeds, lambda sliced: session.run([TUNED_LOGITS], sliced), TUNED_ROWS_PER_RUN)
     return logits
 
@@ -194,6 +198,23 @@ class TextModel:
             chunk = texts[start:start + batch]
             rows += [[scores[c] for c in self.categories] for scores in self.score_batch(chunk, [minor_involved] * len(chunk))]
         return np.array(rows, dtype=np.float64).reshape(len(texts), len(self.categories))
+
+
+def identity_pattern(terms: Sequence[str]) -> re.Pattern | None:
+    """One pattern for the whole words (or phrases) in `terms`, longest first; None for no terms."""
+    if not terms:
+        return None
+    return re.compile(r"\b(?:" + "|".join(re.escape(t) for t in sorted(terms, key=len, reverse=True)) + r")\b")
+
+
+def tuned_input(text: str, identity_terms: re.Pattern | None) -> str:
+    """What the fine-tuned encoder reads: the normalised text (`udfs.normalize`, as stage 1 reads it: "y0u
+    st00pid 1diot" becomes "you stoopid idiot"), with each identity term masked. In its training text,
+    "gay" and "queer" were mostly insults (Davidson's tweets), so unmasked it learnt to flag the words
+    themselves; masked, it must judge what is said. Slurs are not identity terms and stay visible, and
+    stage 1 and the frozen heads still read the text as written."""
+    folded = normalize(text)
+    return folded if identity_terms is None else identity_terms.sub(IDENTITY_MASK, folded)
 
 
 def _flags(values: Sequence[bool] | None, n: int) -> np.ndarray:
