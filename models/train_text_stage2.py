@@ -114,7 +114,7 @@ class StackedHead:
 
 
 @dataclass(frozen=True)
-class TunedEncoder:
+class TunedLogits:
     """The fine-tuned encoder (`models.train_text_tuned`) as the stack sees it: its logits per row."""
 
     session: onnxruntime.InferenceSession
@@ -123,7 +123,7 @@ class TunedEncoder:
     identity_terms: re.Pattern | None
 
     @classmethod
-    def load(cls, path: Path) -> "TunedEncoder":
+    def load(cls, path: Path) -> "TunedLogits":
         if not path.is_file():
             raise SystemExit(f"{path} not found: run `make models` (or python -m models.train_text_tuned) first")
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -153,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     categories = stage1.categories
     base_rates = load_chat_base_rates(args.base_rates, categories)
     encoder = SentenceEncoder.load(args.tokenizer, prefer_gpu=False)
-    tuned = TunedEncoder.load(args.tuned)
+    tuned = TunedLogits.load(args.tuned)
 
     embeddings = embed_examples(encoder, training)
     stage1_scores = stage1.score_matrix([example.record.text for example in training])
