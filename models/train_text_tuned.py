@@ -36,7 +36,7 @@ from lifeguard import PROJECT_ROOT
 from models.datasets import DEFAULT_DATA_DIR
 from models.train_text import Example, load_examples
 from udfs.sentence_encoder import DEFAULT_TOKENIZER, TOKEN_INPUTS, encode, load_tokenizer
-from udfs.text_model import identity_pattern, tuned_input
+from udfs.text_model import TUNED_LOGITS, identity_pattern, tuned_input
 
 VERSION = "text-minilm-tuned-2"
 TUNED_CATEGORIES = ("toxicity", "hate")
@@ -54,7 +54,6 @@ IDENTITY_TERMS = (
     "mexican", "arab", "middle eastern", "indian", "chinese", "immigrant", "immigrants",
     "disabled", "deaf", "blind", "autistic",
 )
-TUNED_OUTPUT = "tuned_logits"
 DEFAULT_OUT = PROJECT_ROOT / "models" / "build" / "text_tuned.onnx"
 SEED = 0
 BATCH = 32
@@ -84,8 +83,8 @@ class TunedEncoder(torch.nn.Module):
 
 
 def training_rows(examples: Sequence[Example]) -> tuple[list[str], np.ndarray]:
-    """The train-split texts of the data sets trained on that label any tuned category, normalised as the
-    runtime normalises them (`udfs.text_model.tuned_logits`), and labels float[N, categories] with NaN
+    """The train-split texts of the data sets trained on that label any tuned category, as the runtime
+    prepares them (`udfs.text_model.tuned_input`), and labels float[N, categories] with NaN
     where the row's data set does not label the category (the loss skips those)."""
     chosen = [e for e in examples if e.data_set.usage == "train" and e.split == "train"
               and any(c in e.record.labels for c in TUNED_CATEGORIES)]
@@ -158,10 +157,10 @@ def export_int8(model: TunedEncoder, out: Path, metadata: dict[str, str]) -> Non
     """The model as ONNX with dynamic batch and length, its weights quantised to int8, with `metadata`."""
     fp32 = out.with_suffix(".fp32.onnx")
     example = {name: torch.ones((2, 8), dtype=torch.int64) for name in TOKEN_INPUTS}
-    axes = {name: {0: "batch", 1: "tokens"} for name in TOKEN_INPUTS} | {TUNED_OUTPUT: {0: "batch"}}
+    axes = {name: {0: "batch", 1: "tokens"} for name in TOKEN_INPUTS} | {TUNED_LOGITS: {0: "batch"}}
     with torch.no_grad():
         torch.onnx.export(model, (example["input_ids"], example["attention_mask"], example["token_type_ids"]),
-                          str(fp32), input_names=list(TOKEN_INPUTS), output_names=[TUNED_OUTPUT],
+                          str(fp32), input_names=list(TOKEN_INPUTS), output_names=[TUNED_LOGITS],
                           dynamic_axes=axes, opset_version=17, dynamo=False)
     quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8)
     fp32.unlink()
