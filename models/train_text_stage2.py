@@ -77,7 +77,7 @@ from models.train_text import (DEFAULT_BASE_RATES, Example, _rows, load_chat_bas
 from models.train_text_tuned import DEFAULT_OUT as DEFAULT_TUNED
 from udfs.sentence_encoder import (DEFAULT_TOKENIZER, DIMENSION, EMBEDDING_OUTPUT, SentenceEncoder, load_tokenizer,
                                    pooled_encoder)
-from udfs.text_model import STAGE1_INPUT, TUNED_LOGITS, CascadeBounds, TextModel, identity_pattern, tuned_logits
+from udfs.text_model import STAGE1_INPUT, TUNED_LOGITS, CascadeBounds, TextModel, masked_identity_terms, tuned_logits
 
 VERSION = "text-minilm-2"
 DEFAULT_STAGE1 = PROJECT_ROOT / "models" / "build" / "text_linear.onnx"
@@ -129,7 +129,7 @@ class TunedLogits:
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         metadata = session.get_modelmeta().custom_metadata_map
         return cls(session, metadata["version"], tuple(json.loads(metadata["categories"])),
-                   identity_pattern(json.loads(metadata.get("masked_identity_terms", "[]"))))
+                   masked_identity_terms(session))
 
     def logit_matrix(self, examples: Sequence[Example], tokenizer: Path, batch: int = 256) -> np.ndarray:
         """float[len(examples), K]: the tuned logits of the val and test rows, NaN on the train rows (the

@@ -80,8 +80,7 @@ class SecondStage:
         self._session = session
         self._tokenizer = tokenizer
         self._tuned = tuned
-        self._identity_terms = identity_pattern(json.loads(
-            tuned.get_modelmeta().custom_metadata_map.get("masked_identity_terms", "[]"))) if tuned else None
+        self._identity_terms = None if tuned is None else masked_identity_terms(tuned)
         self.version = version
         self.bounds = bounds
 
@@ -198,6 +197,11 @@ class TextModel:
             chunk = texts[start:start + batch]
             rows += [[scores[c] for c in self.categories] for scores in self.score_batch(chunk, [minor_involved] * len(chunk))]
         return np.array(rows, dtype=np.float64).reshape(len(texts), len(self.categories))
+
+
+def masked_identity_terms(tuned: onnxruntime.InferenceSession) -> re.Pattern | None:
+    """The pattern of the identity terms the fine-tuned encoder was trained with masked (its metadata)."""
+    return identity_pattern(json.loads(tuned.get_modelmeta().custom_metadata_map.get("masked_identity_terms", "[]")))
 
 
 def identity_pattern(terms: Sequence[str]) -> re.Pattern | None:
