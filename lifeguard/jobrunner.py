@@ -51,6 +51,22 @@ class JobProcess:
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
+    def diagnosis(self) -> str:
+        """What the REST API says of a job that does not answer: each running job's vertices with their
+        state and record counts, and its root exception (Flink's own log goes to its log folder, not to
+        this process's output, so a task that failed and restarts shows only here)."""
+        lines = []
+        for job in running_jobs(self.web_ui_port):
+            details = rest_get(self.web_ui_port, f"/jobs/{job['jid']}") or {}
+            for vertex in details.get("vertices", []):
+                metrics = vertex.get("metrics", {})
+                lines.append(f"{vertex.get('status')} {vertex.get('name')}: read {metrics.get('read-records')}, "
+                             f"wrote {metrics.get('write-records')}")
+            exceptions = rest_get(self.web_ui_port, f"/jobs/{job['jid']}/exceptions") or {}
+            root = (exceptions.get("exceptionHistory", {}).get("entries") or [{}])[0].get("stacktrace")
+            lines.append(f"root exception: {root.splitlines()[0] if root else None}")
+        return "\n".join(lines) or "no running job"
+
     def wait_running(self, timeout_s: float = 120) -> None:
         deadline = time.monotonic() + timeout_s
         while not running_jobs(self.web_ui_port):

@@ -50,6 +50,21 @@ def _received(record, now_ms: int) -> Received:
     return Received(record.topic, key, record.value, record.timestamp, now_ms)
 
 
+def partitions_of(consumer: KafkaConsumer, topics: list[str], timeout_s: float = 10.0) -> list[TopicPartition]:
+    """Every partition of `topics`. A topic created a moment ago may not be in the broker's metadata yet:
+    asked again until `timeout_s`, then LookupError, rather than reading a topic with no partitions
+    assigned and waiting out the caller's timeout on records that can never come."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        known = {t: consumer.partitions_for_topic(t) for t in topics}
+        missing = [t for t, partitions in known.items() if not partitions]
+        if not missing:
+            return [TopicPartition(t, p) for t in topics for p in sorted(known[t])]
+        if time.monotonic() > deadline:
+            raise LookupError(f"no such topic: {', '.join(missing)}")
+        time.sleep(0.2)
+
+
 def read(bootstrap_servers: str, topics: list[str], until: Callable[[list[Received]], bool] = lambda _: False,
          timeout_s: float = 30.0, from_beginning: bool = True) -> list[Received]:
     """Reads the topics until ``until(received)`` holds and the reader has caught up, or ``timeout_s``
@@ -58,8 +73,7 @@ def read(bootstrap_servers: str, topics: list[str], until: Callable[[list[Receiv
     consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False,
                              consumer_timeout_ms=200, fetch_max_wait_ms=10)
     try:
-        partitions = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
-        consumer.assign(partitions)
+        consumer.assign(partitions_of(consumer, topics))
         if from_beginning:
             consumer.seek_to_beginning()
         received: list[Received] = []
@@ -83,10 +97,11 @@ def read(bootstrap_servers: str, topics: list[str], until: Callable[[list[Receiv
 def follow(bootstrap_servers: str, topic: str, from_beginning: bool) -> Iterator[Received]:
     """Every record of one topic, as it arrives (for `lifeguard tail`)."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
-    partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-    if not partitions:
-        raise SystemExit(f"topic {topic!r} does not exist on {bootstrap_servers}")
-    consumer.assign(partitions)
+    try:
+        consumer.assign(partitions_of(consumer, [topic]))
+    except LookupError as missing:
+        consumer.close()
+        raise SystemExit(f"{missing} on {bootstrap_servers}") from None
     if from_beginning:
         consumer.seek_to_beginning()
     try:

@@ -122,7 +122,7 @@ def run(services, tmp_path_factory):
             return any(r.json()["original_b64"] == warm_up for r in got)
 
         if not warmed(kafka_io.read(cfg.kafka.bootstrap_servers, [topics.dead_letter], warmed, READY_TIMEOUT_S)):
-            raise RuntimeError(f"the feature job sent nothing within {READY_TIMEOUT_S}s:\n{job.log_tail()}")
+            raise RuntimeError(f"the feature job sent nothing within {READY_TIMEOUT_S}s:\n{job.diagnosis()}\n{job.log_tail()}")
 
         # Every partition active before the burst: an idle one would not hold the event time back, and its
         # records, read a moment after the others', would be late.
