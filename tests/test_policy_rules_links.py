@@ -44,6 +44,8 @@ def test_policy_rejects_missing_bands():
     ("dont tell your parents ok", True, ["secrecy_and_photos"]),
     ("i want to die", False, ["self_harm_intent"]),
     ("this level kills me lol, classic", True, []),
+    ("fk you", True, ["profanity"]),                 # the abbreviation, and its forms
+    ("fkn noob", True, ["profanity"]),
 ])
 def test_rules(text, minor, rule_ids):
     hits = RuleMatcher(POLICY.rules, POLICY.allowlist).match(text, minor)
@@ -93,7 +95,7 @@ def _source_entries() -> set[str]:
 def test_every_profanity_keyword_comes_from_a_kept_list_or_the_project():
     # The project's own first line; every other keyword is a source entry or its root with "*".
     own = {"*fuck*", "motherf*", "*shit*", "bitch*", "*cunt*", "asshole*", "dumbass*", "jackass*", "dickhead*",
-           "bastard*", "whore*", "slut*", "wanker*", "twat*", "ass", "asses", "stfu", "gtfo", "middle finger"}
+           "bastard*", "whore*", "slut*", "wanker*", "twat*", "ass", "asses", "stfu", "gtfo", "fk*", "middle finger"}
     sources = _source_entries()
     (profanity,) = [rule for rule in POLICY.rules if rule.id == "profanity"]
     assert len(profanity.keywords) > 500
