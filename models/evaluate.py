@@ -117,8 +117,8 @@ def ranking(labels: np.ndarray, scores: np.ndarray, interval: bool = False) -> d
 
 def model_scores(screener: Screener, texts: Sequence[str]) -> np.ndarray:
     """float[len(texts), len(model.categories)] from the configured model, batched as in the job, as for a
-    message a child may read (the job's default: rooms are judged as holding children), so the cascade's
-    second stage scores every message that is not clearly benign."""
+    message a child may read (the job's default: rooms are judged as holding children), which the cascade's
+    second stage scores whatever stage 1 makes of it."""
     return screener.text_model.score_matrix(texts, minor_involved=True, batch=MODEL_BATCH)
 
 

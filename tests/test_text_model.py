@@ -400,15 +400,17 @@ def test_score_batch_runs_the_session_once_per_call():
 # The cascade
 
 
-BOUNDS = CascadeBounds(low={"toxicity": 0.2}, high={"toxicity": 0.8}, benign={"toxicity": 0.05})
+BOUNDS = CascadeBounds(low={"toxicity": 0.2}, high={"toxicity": 0.8})
 
 
-def test_cascade_escalates_the_uncertain_and_what_a_child_sees_unless_clearly_benign():
+def test_cascade_escalates_the_uncertain_and_everything_a_child_is_involved_in():
     scores = np.array([[0.01, 0.5], [0.1, 0.5], [0.5, 0.5], [0.9, 0.5]])  # columns toxicity, spam
     adults = BOUNDS.escalate(scores, ("toxicity", "spam"), np.zeros(4, dtype=bool))
     children = BOUNDS.escalate(scores, ("toxicity", "spam"), np.ones(4, dtype=bool))
+    mixed = BOUNDS.escalate(scores, ("toxicity", "spam"), np.array([True, False, False, False]))
     assert adults.tolist() == [False, False, True, False]  # spam: stage 2 does not serve it, never a reason
-    assert children.tolist() == [False, True, True, True]  # only the clearly benign row stays at stage 1
+    assert children.tolist() == [True, True, True, True]  # even the row stage 1 finds clearly benign
+    assert mixed.tolist() == [True, False, True, False]
 
 
 class _SecondStageSession:

@@ -1,7 +1,7 @@
 """The text model at run time: calibrated per-category probabilities for a batch of texts, by a cascade.
 
 Stage 1, for every message: the linear char n-gram model, one ONNX graph built by
-`models/train_text.py`. Stage 2, only for what stage 1 leaves uncertain or where a minor is involved:
+`models/train_text.py`. Stage 2, for every message where a minor is involved and for what stage 1 leaves uncertain:
 the MiniLM sentence encoder with stacked heads, one ONNX graph built by `models/train_text_stage2.py`
 that reads the text's tokens, its stage-1 scores and, where the stage-2 file names one, the logits of a
 fine-tuned MiniLM (`models/train_text_tuned.py`, a file beside it) for the categories it was tuned on.
@@ -51,22 +51,19 @@ class ModelLoadError(RuntimeError):
 
 @dataclass(frozen=True)
 class CascadeBounds:
-    """When a message goes to the second stage, per category it serves (first-stage scores, set on val):
-    ``low <= score < high`` (stage 1 is unsure), or, when a minor is involved, ``score >= benign``."""
+    """When a message goes to the second stage: always when a minor is involved (every room message, a
+    direct message with a minor at either end); otherwise when, for a category the second stage serves,
+    its first-stage score is uncertain, ``low <= score < high`` (bounds set on val)."""
 
     low: Mapping[str, float]
     high: Mapping[str, float]
-    benign: Mapping[str, float]
 
     def escalate(self, scores: np.ndarray, categories: Sequence[str], minor_involved: np.ndarray) -> np.ndarray:
         """bool[N]: which rows of first-stage `scores` float[N, C] (columns `categories`) go to stage 2."""
-        chosen = np.zeros(len(scores), dtype=bool)
+        chosen = np.array(minor_involved, dtype=bool)
         for column, category in enumerate(categories):
-            if category not in self.low:
-                continue
-            column_scores = scores[:, column]
-            chosen |= (column_scores >= self.low[category]) & (column_scores < self.high[category])
-            chosen |= minor_involved & (column_scores >= self.benign[category])
+            if category in self.low:
+                chosen |= (scores[:, column] >= self.low[category]) & (scores[:, column] < self.high[category])
         return chosen
 
 
