@@ -168,8 +168,8 @@ class ScreenBatch(KeyedBroadcastProcessFunction):
         self._control_applied = metrics.counter("control_updates_applied")
         self._control_rejected = metrics.counter("control_updates_rejected")
         metrics.gauge("model_errors", lambda: self._screener.model_errors)
-        # The cascade's second-stage share is texts_escalated / texts_scored; texts_embedded adds the direct
-        # messages with a minor that went through stage 2 for the grooming bank only (the encoder's load).
+        # The cascade's second-stage share is texts_escalated / texts_scored; texts_embedded counts every
+        # message through stage 2, for its scores or only for the grooming bank's embedding (the encoder's load).
         metrics.gauge("texts_scored", lambda: self._screener.text_model.scored)
         metrics.gauge("texts_escalated", lambda: self._screener.text_model.escalated)
         metrics.gauge("texts_embedded", lambda: self._screener.text_model.embedded)

@@ -1,8 +1,8 @@
 """The text model at run time: calibrated per-category probabilities for a batch of texts, by a cascade.
 
 Stage 1, for every message: the linear char n-gram model, one ONNX graph built by
-`models/train_text.py`. Stage 2, for every message where a minor is involved and for what stage 1 leaves uncertain:
-the MiniLM sentence encoder with stacked heads, one ONNX graph built by `models/train_text_stage2.py`
+`models/train_text.py`. Stage 2, for every message where a minor is involved and for what stage 1
+leaves uncertain: the MiniLM sentence encoder with stacked heads, one ONNX graph built by `models/train_text_stage2.py`
 that reads the text's tokens, its stage-1 scores and, where the stage-2 file names one, the logits of a
 fine-tuned MiniLM (`models/train_text_tuned.py`, a file beside it) for the categories it was tuned on.
 Each stage runs per batch, never once per record (stage 1 in one run, stage 2 in length-sorted slices:
