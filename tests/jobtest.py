@@ -9,7 +9,7 @@ import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from PIL import Image
 
@@ -19,7 +19,7 @@ from features.profiles import UserProfile
 from lifeguard import kafka_io, localrun
 from lifeguard.config import load_config
 from lifeguard.demo import write_image_banks
-from lifeguard.jobrunner import running_job
+from lifeguard.jobrunner import JobProcess, running_job
 from lifeguard.schemas import AgeBand
 
 SEED = 11
@@ -97,8 +97,7 @@ class Job:
 @contextmanager
 def started_job(tmp_path: Path, **overrides: str) -> Iterator["Job"]:
     """A moderation job with its own topics, Feast project and image banks, once it has decided a warm-up
-    message. Flink reports the job RUNNING before its Python operators have loaded their models, which on a
-    busy two-core machine can take minutes; tests time their own events from a job that is ready."""
+    message (`wait_until_ready`)."""
     environ = isolated_environ(tmp_path, **overrides)
     cfg = load_config(environ=environ)
     localrun.create_topics(cfg)
@@ -108,20 +107,35 @@ def started_job(tmp_path: Path, **overrides: str) -> Iterator["Job"]:
     write_image_banks(cfg, SEED)
     with running_job("moderation_job.py", environ, tmp_path / "job.log", free_port()) as running:
         job = Job(cfg, running)
-        # A warm-up message every WARM_UP_EVERY_S until the job decides one, so that readiness does not
-        # rest on a single record.
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        warm_ups: set[str] = set()
-        while True:
+
+        def send_warm_up() -> str:
             warm_up = chat("adult", "warming up", room="lobby")
             job.produce([("chat", warm_up)])
-            warm_ups.add(warm_up["event_id"])
-            if warm_ups & decisions_by_id(job.outputs({warm_up["event_id"]}, timeout_s=WARM_UP_EVERY_S)).keys():
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the job decided none of {len(warm_ups)} warm-up messages within "
-                                   f"{READY_TIMEOUT_S}s:\n{running.diagnosis()}\n{running.log_tail()}")
+            return warm_up["event_id"]
+
+        wait_until_ready(running, send_warm_up, cfg.kafka.bootstrap_servers, cfg.kafka.topics.decisions, "event_id")
         yield job
+
+
+def wait_until_ready(running: JobProcess, send_warm_up: Callable[[], str], bootstrap_servers: str,
+                     answer_topic: str, answer_field: str) -> set[str]:
+    """Flink reports a job RUNNING before its Python operators are up, which on a busy two-core machine can
+    take minutes, so tests time their own records from a job that has answered a warm-up record. One is
+    sent (`send_warm_up` returns its id) every WARM_UP_EVERY_S until a record on `answer_topic` carries one
+    of the ids in `answer_field`, so that readiness does not rest on a single record. Returns the ids sent."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    sent: set[str] = set()
+
+    def answered(received) -> bool:
+        return any(r.json()[answer_field] in sent for r in received)
+
+    while True:
+        sent.add(send_warm_up())
+        if answered(kafka_io.read(bootstrap_servers, [answer_topic], answered, WARM_UP_EVERY_S)):
+            return sent
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the job answered none of {len(sent)} warm-up records within {READY_TIMEOUT_S}s:\n"
+                               f"{running.diagnosis()}\n{running.log_tail()}")
 
 
 def decisions_by_id(outputs) -> dict[str, dict]:

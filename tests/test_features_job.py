@@ -25,7 +25,7 @@ import pytest
 from conftest import isolated_environ
 from features.feast_store import apply_definitions, load_profiles, open_store
 from features.profiles import UserProfile
-from jobtest import READY_TIMEOUT_S, free_port
+from jobtest import free_port, wait_until_ready
 from lifeguard import kafka_io, localrun
 from lifeguard.config import load_config
 from lifeguard.jobrunner import running_job
@@ -112,17 +112,16 @@ def run(services, tmp_path_factory):
                 for partition in range(cfg.kafka.partitions):
                     send(topic, {**value, "event_id": f"{value['event_id']}-{partition}"}, at_ms, partition)
 
-        # Flink reports the job RUNNING before its Python operators are up, which on a busy machine can take
-        # minutes: the day goes to a job that has already sent a record it cannot parse to dead-letter.
-        warm_up = base64.b64encode(b"warming up: not JSON").decode()
-        producer.send(topics.sessions, key="warm-up", value=base64.b64decode(warm_up), timestamp_ms=T0 - MIN)
-        producer.flush()
+        # The day goes to a job that has sent a record it cannot parse to dead-letter.
+        warm_up_count = itertools.count()
 
-        def warmed(got) -> bool:
-            return any(r.json()["original_b64"] == warm_up for r in got)
+        def send_warm_up() -> str:
+            value = f"warming up {next(warm_up_count)}: not JSON".encode()
+            producer.send(topics.sessions, key="warm-up", value=value, timestamp_ms=T0 - MIN)
+            producer.flush()
+            return base64.b64encode(value).decode()
 
-        if not warmed(kafka_io.read(cfg.kafka.bootstrap_servers, [topics.dead_letter], warmed, READY_TIMEOUT_S)):
-            raise RuntimeError(f"the feature job sent nothing within {READY_TIMEOUT_S}s:\n{job.diagnosis()}\n{job.log_tail()}")
+        warm_ups = wait_until_ready(job, send_warm_up, cfg.kafka.bootstrap_servers, topics.dead_letter, "original_b64")
 
         # Every partition active before the burst: an idle one would not hold the event time back, and its
         # records, read a moment after the others', would be late.
@@ -149,7 +148,7 @@ def run(services, tmp_path_factory):
                "alerts": [r.json() for r in outputs if r.topic == topics.parent_alerts],
                "reviews": [r.json() for r in outputs if r.topic == topics.review_queue],
                "dead": [r.json() for r in outputs
-                        if r.topic == topics.dead_letter and r.json()["original_b64"] != warm_up]}
+                        if r.topic == topics.dead_letter and r.json()["original_b64"] not in warm_ups]}
         producer.close()
 
 
