@@ -46,6 +46,7 @@ def test_policy_rejects_missing_bands():
     ("this level kills me lol, classic", True, []),
     ("fk you", True, ["profanity"]),                 # the abbreviation, and its forms
     ("fkn noob", True, ["profanity"]),
+    ("ffuk you", True, ["profanity"]),               # a doubled first letter (the obscenity README's case)
 ])
 def test_rules(text, minor, rule_ids):
     hits = RuleMatcher(POLICY.rules, POLICY.allowlist).match(text, minor)

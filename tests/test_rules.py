@@ -48,6 +48,7 @@ EVASIONS = [  # (kind, text): each must hit the "kill" rule or the "swear" rule
     ("punctuation between words", "kill,yourself!!"),
     ("apostrophe", "don't tell your parents"),
     ("elongated swear", "fuuuuuuck"),
+    ("doubled first letter", "ffuck you"),  # the obscenity README's "ffuk you", in this test's keywords
     ("prefix wildcard", "fucking hell"),
     ("suffix wildcard", "motherfucker"),
     ("symbols for letters", "b!tch"),
@@ -60,10 +61,11 @@ def test_each_evasion_kind_is_caught(kind, text):
     assert set(hit_ids(BROAD, text)) & {"kill", "swear"}, kind
 
 
-@pytest.mark.parametrize("text", ["as", "assume", "basset", "grass", "bitches", "killer yourself", "biitch"])
+@pytest.mark.parametrize("text", ["as", "assume", "basset", "grass", "bitches", "killer yourself", "biitch",
+                                  "a kkiller"])
 def test_keywords_are_whole_words_and_letters_must_repeat_as_in_the_keyword(text):
     # "as" squeezes like "ass" but lacks its double s; "bitches" is not the whole word "bitch"; a
-    # doubled letter is a different word, not an elongation (as "good" is not "god").
+    # doubled letter is a different word, not an elongation (as "good" is not "god"), save a word's first.
     assert "swear" not in hit_ids(BROAD, text) and "kill" not in hit_ids(BROAD, text)
 
 
@@ -168,9 +170,11 @@ def naive_hits(rules, allowlist, text):
                 end = start + len(key.text)
                 if squeezed.text[start:end] != key.text:
                     continue
-                left = start == 0 or squeezed.text[start - 1] == " " or term.startswith("*")
+                starts_word = start == 0 or squeezed.text[start - 1] == " "
+                left = starts_word or term.startswith("*")
                 right = end == len(squeezed.text) or squeezed.text[end] == " " or term.endswith("*")
-                repeats = all(h == n or h >= max(n, 3) for h, n in zip(squeezed.runs[start:end], key.runs))
+                repeats = all(h == n or h >= max(n, 3) or (i == 0 and starts_word and (h, n) == (2, 1))
+                              for i, (h, n) in enumerate(zip(squeezed.runs[start:end], key.runs)))
                 if left and right and repeats:
                     found.append((term, start, end))
         return found
@@ -286,7 +290,7 @@ def naive_disguised_hits(terms, word):
     import string
 
     from udfs.normalize import MASKS, SYMBOL_READINGS
-    from udfs.rules import repeats_match
+    from udfs.rules import runs_match
 
     def readings(char):
         return string.ascii_lowercase if char in MASKS else SYMBOL_READINGS.get(char, char)
@@ -301,13 +305,13 @@ def naive_disguised_hits(terms, word):
                 for key, term in terms:
                     if (" " not in key and squeezed.text == key and (start == 0 or term.open_start)
                             and (end == len(word) or term.open_end) and (not masks_first or end == len(word))
-                            and (not masks_last or start == 0) and all(map(repeats_match, squeezed.runs, term.runs))):
+                            and (not masks_last or start == 0) and runs_match(squeezed.runs, term.runs, start == 0)):
                         found.add((term.written, start, end))
     return found
 
 
 @pytest.mark.parametrize("word", ["f*ck", "m0th3rf*ck3r", "@$$", "a$", "g00d", "b!7ch", "*rgy", "dyk*", "cl@ss1c",
-                                  "5h1773d", "k1ll", "c*ck$", "*extreme", "sh*7fuck3r"])
+                                  "5h1773d", "k1ll", "c*ck$", "*extreme", "sh*7fuck3r", "ff*ck", "xff*ck"])
 def test_the_trie_walk_agrees_with_the_naive_reference(word):
     from udfs.rules import KeyTrie, compile_term
     terms = [key for i, keyword in enumerate(["*fuck*", "ass", "bitch", "orgy", "dyke*", "*ass*", "*shit*", "kill",

@@ -182,12 +182,21 @@ def find_terms(automaton: ahocorasick.Automaton | None, text: Squeezed) -> Itera
             starts_word = start == 0 or text.text[start - 1] == " "
             ends_word = end == len(text.text) or text.text[end] == " "
             if ((starts_word or term.open_start) and (ends_word or term.open_end)
-                    and all(map(repeats_match, text.runs[start:end], term.runs))):
+                    and runs_match(text.runs[start:end], term.runs, starts_word)):
                 yield term, start, end
 
 
+def runs_match(have: Sequence[int], need: Sequence[int], starts_word: bool) -> bool:
+    """Each letter, written ``have[i]`` times in a row, stands for one the keyword has ``need[i]``
+    times (`repeats_match`). A word's first letter written twice also stands for a single one
+    ("ffuk"): English words hardly start with a double letter, so there it is a stutter or emphasis."""
+    first_doubled = starts_word and have[0] == 2 and need[0] == 1
+    return (first_doubled or repeats_match(have[0], need[0])) and all(map(repeats_match, have[1:], need[1:]))
+
+
 def repeats_match(have: int, need: int) -> bool:
-    """A letter written ``have`` times in a row stands for one the keyword has ``need`` times."""
+    """A letter written ``have`` times in a row stands for one the keyword has ``need`` times: as often,
+    or 3 times or more ("fuuuck")."""
     return have == need or have >= max(need, 3)
 
 
@@ -312,7 +321,7 @@ class _Walk:
             masks_last = at == len(self.written) and self.readings[-1] is None
             if ((self.start == 0 or term.open_start) and (at == len(self.written) or term.open_end)
                     and (not masks_first or at == len(self.written)) and (not masks_last or self.start == 0)
-                    and all(map(repeats_match, runs, term.runs))):
+                    and runs_match(runs, term.runs, self.start == 0)):
                 yield term, self.start, at
         # The letters to try next: those a key continues with that the next character may stand for.
         first = self.readings[at] if at < len(self.written) else ""
