@@ -69,6 +69,10 @@ LEETSPEAK = [
     ("hi!! how are you?", "hi!! how are you?"),  # "!" ending a word is punctuation
     ("$100 prize", "$100 prize"),  # no letter in the word: a number
     ("2 girls", "2 girls"),  # "2" usually means "to"
+    ("@USER you came 1st!", "@user you came 1st!"),  # a mention and an ordinal are not leetspeak
+    ("rt @cool_kid_12: see you at 5pm", "rt @cool_kid_12: see you at 5pm"),  # nor a handle's digits, nor a time
+    ("100k views in the 1990s", "100k views in the 1990s"),  # numbers with their units
+    ("@s$hole", "asshole"),  # but a mention-like word with another symbol is a disguise
 ]
 
 ELONGATION = [
@@ -211,4 +215,4 @@ def test_disguised_words(text, disguised):
 def test_normalize_reads_each_symbol_its_likeliest_way():
     # the text model's input must not change with the extra readings the rules weigh
     assert LEET == {char: readings[0] for char, readings in SYMBOL_READINGS.items()}
-    assert normalize("1ez sh1t @rgy") == "iez shit argy"
+    assert normalize("1ez sh1t h@te") == "iez shit hate"

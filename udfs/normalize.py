@@ -2,8 +2,9 @@
 
 `normalize` undoes, in this order: compatibility forms (fullwidth, 𝐦𝐚𝐭𝐡 letters, ligatures), case,
 accents and invisible characters, look-alike letters from other scripts, letters spaced out
-("f u c k", "k.i.l.l"), leetspeak ("sh1t", "a$$"), and elongation ("fuuuuck"). The result is for
-comparison only: never show it to a person or store it in place of the original text.
+("f u c k", "k.i.l.l"), leetspeak ("sh1t", "a$$"; not in mentions, ordinals and numbers with
+units: "@user", "1st", "5pm"), and elongation ("fuuuuck"). The result is for comparison only: never
+show it to a person or store it in place of the original text.
 
 `match_forms` gives the rules tier what it matches: the lower-cased text with digits and punctuation
 intact (phone numbers, handles), the folded text (`normalize` but elongation kept, which the rules
@@ -218,8 +219,18 @@ def unleet(text: str) -> str:
     return " ".join(_unleet_word(word) for word in text.split(" "))
 
 
+# Words whose digits and "@" are not letters: a number with its ordinal or unit ("1st", "3rd", "5pm",
+# "100k", "1990s", "10yrs") and a mention of a user ("@user", "@cool_kid_12", "rt @sam:"), which read
+# as leetspeak became "ist", "auser" and "cool_kid_iz". Masks and symbols elsewhere in such a word
+# still make it a disguise ("@s$hole"), and the rules tier reads "@ss" every way a symbol can be read.
+_NUMBER_WITH_UNIT = re.compile(r"\d+(?:st|nd|rd|th|s|k|m|b|x|am|pm|p|px|d|ft|yrs?|hrs?|mins?)")
+_MENTION = re.compile(r"@[a-z][a-z0-9_]*")
+_WORD_EDGES = ".,:;!?'’\"()"
+
+
 def _unleet_word(word: str) -> str:
-    if not any(char.isalpha() for char in word):
+    core = word.strip(_WORD_EDGES)
+    if not any(char.isalpha() for char in word) or _NUMBER_WITH_UNIT.fullmatch(core) or _MENTION.fullmatch(core):
         return word
     return _LEET_IN_WORD.sub(lambda match: LEET[match.group(0)], word)
 
