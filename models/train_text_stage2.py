@@ -80,7 +80,7 @@ from udfs.sentence_encoder import (DEFAULT_TOKENIZER, DIMENSION, EMBEDDING_OUTPU
                                    pooled_encoder)
 from udfs.text_model import STAGE1_INPUT, TUNED_LOGITS, CascadeBounds, TextModel, masked_identity_terms, tuned_logits
 
-VERSION = "text-minilm-3"
+VERSION = "text-minilm-4"
 DEFAULT_STAGE1 = PROJECT_ROOT / "models" / "build" / "text_linear.onnx"
 DEFAULT_OUT = PROJECT_ROOT / "models" / "build" / "text_minilm.onnx"
 

