@@ -35,9 +35,9 @@ first-stage score is uncertain (at or above ``low``, which only ESCALATION_FPR o
 and below ``high``, which only CONFIDENT_FPR of them reach). Set by false-positive rate, like the
 policy's thresholds (models/thresholds.py), the adult region holds every adult threshold with room to
 spare: the loosest lets 0.5% of val negatives through and ``low`` 2%. Where a child is involved, a bound
-below which stage 1 is trusted ("clearly benign", 5% of val negatives) kept stage 1's misses there: the
-cascade ranked toxicity at .980 ROC-AUC on test against .985 for stage 2 on every row, and .716 against
-.769 on OLID, tweets that neither stage trained on (models/reports/evaluation.md). The cost is time: the
+below which stage 1 is trusted ("clearly benign", 5% of val negatives) kept stage 1's misses there: with
+`text-minilm-3`'s models, the cascade ranked toxicity at .980 ROC-AUC on test against .985 for stage 2 on
+every row, and .716 against .769 on OLID, tweets that neither stage trained on. The cost is time: the
 simulator's chat, 97% of it with a minor involved, goes almost wholly to stage 2 (142 messages/s against
 402 with the bound, on a 2-core machine; models/README.md).
 
