@@ -51,3 +51,24 @@ def test_rejected_record_keeps_its_event_id_when_readable():
     with pytest.raises(Rejected) as caught:
         parse_event("chat", raw(schema_version=9), 10_000)
     assert caught.value.event_id == CHAT["event_id"]
+
+
+CHAT_WITH_TEXT = ('{"schema_version": 1, "event_id": "c-1", "ts": 1, "user_id": "u", "channel": "text", '
+                  '"room_id": "r", "text": "%s"}')
+
+
+@pytest.mark.parametrize("value, error_kind, reason_part", [
+    (b"[" * 100_000, "not_json", "RecursionError"),                        # nesting past the recursion limit
+    (b'{"schema_version": 1, "n": ' + b"9" * 5_000 + b"}", "not_json", "4300 digits"),  # past int's digit cap
+    ((CHAT_WITH_TEXT % "hi \\ud800").encode(), "not_utf8", "lone surrogate"),  # fails every later encode
+    ((CHAT_WITH_TEXT % "\\udfff").encode(), "not_utf8", "lone surrogate"),
+])
+def test_hostile_records_are_rejected_with_a_reason_not_an_exception(value, error_kind, reason_part):
+    with pytest.raises(Rejected) as rejected:
+        parse_event("chat", value, 10 ** 7)
+    assert rejected.value.error_kind == error_kind and reason_part in rejected.value.reason
+
+
+def test_a_surrogate_pair_escape_is_one_character_and_passes():
+    event = parse_event("chat", (CHAT_WITH_TEXT % "gg \\ud83d\\ude00").encode(), 10 ** 7)
+    assert event.text == "gg \U0001F600"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -47,8 +48,11 @@ def parse_record(schemas: Mapping[str, type[BaseModel]], schema_name: str, value
         raise Rejected("not_utf8", f"not valid UTF-8: {exc}") from None
     try:
         obj = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise Rejected("not_json", f"not valid JSON: {exc}") from None
+    # RecursionError: deep nesting ("[" * 100000); ValueError: also a number past Python's 4,300-digit limit.
+    except (ValueError, RecursionError) as exc:
+        raise Rejected("not_json", f"not valid JSON: {type(exc).__name__}: {str(exc)[:200]}") from None
+    if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(obj):
+        raise Rejected("not_utf8", "a string holds a lone surrogate escape (\\ud800-\\udfff), which is not text")
     if not isinstance(obj, dict):
         raise Rejected("invalid", f"expected a JSON object, got {type(obj).__name__}")
     event_id = obj.get("event_id") if isinstance(obj.get("event_id"), str) else None
@@ -59,6 +63,19 @@ def parse_record(schemas: Mapping[str, type[BaseModel]], schema_name: str, value
         return schemas[schema_name].model_validate(obj)
     except ValidationError as exc:
         raise Rejected("invalid", explain(exc), event_id) from None
+
+
+# A surrogate can only arrive as a JSON escape (raw UTF-8 cannot hold one); a valid pair decodes to one
+# character, a lone one stays a surrogate that every later encode fails on.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _has_lone_surrogate(obj: object) -> bool:
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def parse_event(schema_name: str, value: bytes | None, max_bytes: int):
