@@ -23,7 +23,10 @@ class UserProfile:
     friend_ids: tuple[str, ...] = ()
     parent_id: str | None = None
     # Parental settings.
-    dm_policy: str = "friends"  # "everyone", "friends" or "nobody"
+    # Who may send the child direct messages, and images sent to the child alone: "everyone", "friends"
+    # or "nobody" (udfs.policy.contact_signals). The defaults are the platform's for the youngest band.
+    dm_policy: str = "friends"
+    image_policy: str = "friends"
     daily_limit_minutes: int = 0  # 0: no limit set
     timezone: str = "UTC"
     # How the parent gets Lifeguard's feature alerts: "instant", or "daily_digest" (one per kind a day).

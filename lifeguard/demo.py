@@ -130,12 +130,19 @@ def summary(cfg: LifeguardConfig, published: Published, outputs: dict[str, list[
     # Delivery is at-least-once: count distinct ids, as consumers de-duplicate.
     alerts = {a["alert_id"] for a in this_run[topics.parent_alerts] if a["event_id"] in ours}
     reviews = {r["event_id"] for r in this_run[topics.review_queue] if r["event_id"] in ours}
+    injected = {case.event_id for case in published.truth}
+    # Ordinary traffic acted on: every one a false action, unless the contact settings stopped it.
+    ordinary_acted = [d for i, d in decisions.items() if i not in injected and d["action"] != "allow"]
+    by_contact = sum(_by_contact(d) for d in decisions.values())
     lines = [tabulate(
         [["events in", sum(published.per_topic.values()) + published.malformed],
          *[[f"  {t}", n] for t, n in sorted(published.per_topic.items())],
          ["  malformed (mixed in)", published.malformed],
          ["decisions", f"{len(decisions)} of {len(ours)} chat messages and uploads"],
          *[[f"  {a}", n] for a, n in actions.most_common()],
+         ["  ordinary (not injected) acted on", f"{len(ordinary_acted)}, "
+                                                f"{sum(not _by_contact(d) for d in ordinary_acted)} by content"],
+         ["  stopped by parents' contact settings", by_contact],
          ["review-queue items", len(reviews)],
          ["parent alerts", len(alerts)],
          ["dead letters", len({(d["source_topic"], d["source_partition"], d["source_offset"])
@@ -160,6 +167,10 @@ def summary(cfg: LifeguardConfig, published: Published, outputs: dict[str, list[
                             sum(n["missed"] for n in by_case.values())]],
                           headers=["case", "caught", "missed"], tablefmt="github"))
     return "\n".join(lines)
+
+
+def _by_contact(decision: dict) -> bool:
+    return any(reason.startswith("contact:") for reason in decision["reasons"])
 
 
 def publish_play_day(cfg: LifeguardConfig, platform: Platform, children: list[str], seed: int,

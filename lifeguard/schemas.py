@@ -192,7 +192,7 @@ class ParentAlert(_Record):
     event_id: Id
     parent_id: Id
     child_id: Id
-    kind: Literal["harmful_content", "grooming_risk", "stranger_time", "screen_time", "age_mismatch"]
+    kind: Literal["harmful_content", "grooming_risk", "stranger_time", "screen_time", "age_mismatch", "image_shared"]
     severity: Literal["info", "warning", "urgent"]
     child_role: Literal["sender", "recipient", "subject"]
     summary: str

@@ -25,7 +25,10 @@ from lifeguard.schemas import AgeBand
 SEED = 11
 READY_TIMEOUT_S = 300
 WARM_UP_EVERY_S = 60
-KID = UserProfile("kid", AgeBand.UNDER_13, friend_ids=("kid-friend",), parent_id="parent-of-kid")
+# A child whose parents let everyone write and send images (so what is said decides), and one who keeps the
+# platform's default for the youngest band: friends only.
+KID = UserProfile("kid", AgeBand.UNDER_13, friend_ids=("kid-friend",), parent_id="parent-of-kid",
+                  dm_policy="everyone", image_policy="everyone")
 KID_FRIEND = UserProfile("kid-friend", AgeBand.UNDER_13, friend_ids=("kid",), parent_id="parent-of-kid-friend")
 ADULT = UserProfile("adult", AgeBand.ADULT, age_verified=True, reputation=0.6)
 TEEN = UserProfile("teen", AgeBand.TEEN_16_17, parent_id="parent-of-teen")
@@ -43,9 +46,9 @@ def chat(user: str, text: str, to: str | None = None, room: str | None = None, c
             "text": text}
 
 
-def upload(user: str, image: bytes, room: str = "lobby") -> dict:
+def upload(user: str, image: bytes, room: str = "lobby", to: str | None = None) -> dict:
     return {"schema_version": 1, "event_id": f"u-{uuid.uuid4().hex[:12]}", "ts": int(time.time() * 1000),
-            "user_id": user, "room_id": room, "recipient_id": None, "content_type": "image/png",
+            "user_id": user, "room_id": room if to is None else None, "recipient_id": to, "content_type": "image/png",
             "image_b64": base64.b64encode(image).decode(), "uri": None, "caption": ""}
 
 

@@ -23,7 +23,7 @@ FIRST_TIMER = UserProfile("first", AgeBand.ADULT, violations_7d=0)
 OFFENDER = UserProfile("offender", AgeBand.ADULT, violations_7d=3)
 ONE_SLIP = UserProfile("one-slip", AgeBand.ADULT, violations_7d=1)
 NEWCOMER = UserProfile("newcomer", AgeBand.ADULT)  # no behaviour on record
-KID = UserProfile("kid", AgeBand.UNDER_13, friend_ids=("uncle",))
+KID = UserProfile("kid", AgeBand.UNDER_13, friend_ids=("uncle",), dm_policy="everyone")  # judged on content
 UNCLE = UserProfile("uncle", AgeBand.ADULT)  # no history, but the kid's friend
 ADULT = UserProfile("adult", AgeBand.ADULT)
 

@@ -253,7 +253,7 @@ def test_state_entries_are_strings_keyed_per_policy_bank_and_hash():
 
 # ---- the screener follows ------------------------------------------------------------------------
 
-KID = UserProfile("kid", AgeBand.UNDER_13)
+KID = UserProfile("kid", AgeBand.UNDER_13, dm_policy="everyone", image_policy="everyone")  # judged on content
 ADULT = UserProfile("adult", AgeBand.ADULT)
 SOURCE = SourceRef("chat", 0, 7, kafka_ts=1_000)
 

@@ -107,3 +107,20 @@ def test_lookup_reads_pushed_behaviour_with_the_profile_in_one_call(loaded):
     assert found["kid-1"].violations_7d is None and not found["kid-1"].has_history  # nothing pushed: no history
     # A user Feast has no profile for still brings its behaviour (and is treated as the youngest).
     assert found["no-profile"].violations_7d == 5 and found["no-profile"].fallback_reason == "unknown user"
+
+
+def test_a_parents_changed_contact_setting_reaches_a_running_lookup_after_the_cache_time(loaded):
+    cfg, store = loaded
+    ttl_s = 0.5
+    lookup = ProfileLookup(store, ttl_s, 100, 5)
+    assert (lookup.profiles(["kid-1"])["kid-1"].dm_policy, lookup.profiles(["kid-1"])["kid-1"].image_policy) == \
+        ("friends", "friends")
+    relaxed = UserProfile("kid-1", AgeBand.UNDER_13, friend_ids=("kid-2",), parent_id="p-kid-1",
+                          daily_limit_minutes=90, dm_policy="everyone", image_policy="nobody")
+    load_profiles(cfg, store, [relaxed])
+    try:
+        time.sleep(ttl_s + 0.1)
+        changed = lookup.profiles(["kid-1"])["kid-1"]
+        assert (changed.dm_policy, changed.image_policy) == ("everyone", "nobody")
+    finally:
+        load_profiles(cfg, store, [CHILD])

@@ -11,7 +11,9 @@ from lifeguard.schemas import AgeBand, ChatMessage, DeadLetter, Decision, Parent
 from udfs.parse import SourceRef
 from udfs.screening import ScreeningInput, Screener
 
-KID = UserProfile("kid", AgeBand.UNDER_13, parent_id="parent-of-kid")
+# Parents who allow direct messages and images from everyone: these tests judge content; the contact
+# settings have tests of their own below.
+KID = UserProfile("kid", AgeBand.UNDER_13, parent_id="parent-of-kid", dm_policy="everyone", image_policy="everyone")
 ADULT = UserProfile("adult", AgeBand.ADULT)
 SOURCE = SourceRef("chat", 0, 7, kafka_ts=1_000)
 
@@ -96,3 +98,79 @@ def test_an_image_upload_gets_a_nudity_score_and_says_which_categories_have_no_m
                    if isinstance(o, Decision)]
     assert decision.kind == "upload" and "nudity" in decision.scores
     assert "image:no model for weapons, gore, hate_symbols: caption and profile only" in decision.reasons
+
+
+# ---- the parents' contact settings ----------------------------------------------------------------
+
+FRIENDS_ONLY_KID = UserProfile("fkid", AgeBand.UNDER_13, parent_id="parent-of-fkid", friend_ids=("pal",))
+PAL = UserProfile("pal", AgeBand.UNDER_13, friend_ids=("fkid",))
+STRANGER = UserProfile("stranger", AgeBand.TEEN_16_17)
+
+
+def png(colour=(30, 120, 200)) -> str:
+    buffer = io.BytesIO()
+    Image.new("RGB", (48, 48), colour).save(buffer, "PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def image_to(sender: UserProfile, recipient: UserProfile) -> ScreeningInput:
+    event = Upload(schema_version=1, event_id=f"img-{sender.user_id}-{recipient.user_id}", ts=900,
+                   user_id=sender.user_id, recipient_id=recipient.user_id, content_type="image/png", image_b64=png())
+    return ScreeningInput(event, SOURCE, b"{}", sender, recipient)
+
+
+def test_a_strangers_direct_message_to_a_friends_only_child_is_blocked_with_the_setting_and_no_alert(screener):
+    screened = screener.screen([direct("hi wanna play", sender=STRANGER, recipient=FRIENDS_ONLY_KID)], now_ms=1_050)
+    (decision,) = [o for o in screened.outputs if isinstance(o, Decision)]
+    assert decision.action == "block"
+    assert "contact:fkid accepts direct messages from friends only (dm_policy friends); stranger is not allowed" \
+        in decision.reasons
+    # Counted, not alerted one by one: no alert, and nothing for reviewers.
+    assert not [o for o in screened.outputs if isinstance(o, (ParentAlert, ReviewItem))]
+
+
+def test_a_friends_direct_message_to_a_friends_only_child_is_not_blocked(screener):
+    (decision,) = outputs_of(screener, direct("hi wanna play", sender=PAL, recipient=FRIENDS_ONLY_KID), Decision)
+    assert decision.action == "allow" and not any(r.startswith("contact:") for r in decision.reasons)
+
+
+def test_nobody_stops_friends_too_and_everyone_lets_strangers_through(screener):
+    closed = UserProfile("fkid", AgeBand.UNDER_13, friend_ids=("pal",), dm_policy="nobody")
+    (decision,) = outputs_of(screener, direct("hi wanna play", sender=PAL, recipient=closed), Decision)
+    assert decision.action == "block" and any("from no one (dm_policy nobody)" in r for r in decision.reasons)
+    open_ = UserProfile("fkid", AgeBand.UNDER_13, dm_policy="everyone")
+    (decision,) = outputs_of(screener, direct("hi wanna play", sender=STRANGER, recipient=open_), Decision)
+    assert decision.action == "allow"
+
+
+def test_a_child_whose_profile_cannot_be_fetched_gets_friends_only_and_the_senders_friend_list_vouches(screener):
+    unknown = fallback_profile("fkid", "profile store unavailable")
+    (decision,) = outputs_of(screener, direct("hi wanna play", sender=STRANGER, recipient=unknown), Decision)
+    assert decision.action == "block" and any(r.startswith("contact:fkid") for r in decision.reasons)
+    (decision,) = outputs_of(screener, direct("hi wanna play", sender=PAL, recipient=unknown), Decision)
+    assert decision.action == "allow"
+
+
+def test_an_unknown_setting_value_acts_as_friends_only(screener):
+    odd = UserProfile("fkid", AgeBand.UNDER_13, dm_policy="strangers-welcome")
+    (decision,) = outputs_of(screener, direct("hi wanna play", sender=STRANGER, recipient=odd), Decision)
+    assert decision.action == "block" and any("(dm_policy friends)" in r for r in decision.reasons)
+
+
+def test_images_follow_their_own_setting(screener):
+    (decision,) = outputs_of(screener, image_to(STRANGER, FRIENDS_ONLY_KID), Decision)
+    assert decision.action == "block" and any("accepts images from friends only (image_policy friends)" in r
+                                              for r in decision.reasons)
+    (decision,) = outputs_of(screener, image_to(PAL, FRIENDS_ONLY_KID), Decision)
+    assert decision.action == "allow"
+
+
+def test_a_childs_own_image_to_an_adult_who_is_not_a_friend_goes_to_review_and_alerts_the_parent(screener):
+    screened = screener.screen([image_to(FRIENDS_ONLY_KID, ADULT)], now_ms=1_050)
+    (decision,) = [o for o in screened.outputs if isinstance(o, Decision)]
+    (alert,) = [o for o in screened.outputs if isinstance(o, ParentAlert)]
+    assert decision.action == "review" and [o for o in screened.outputs if isinstance(o, ReviewItem)]
+    assert (alert.kind, alert.child_role, alert.parent_id) == ("image_shared", "sender", "parent-of-fkid")
+    friendly_adult = UserProfile("adult", AgeBand.ADULT, friend_ids=("fkid",))
+    (decision,) = outputs_of(screener, image_to(FRIENDS_ONLY_KID, friendly_adult), Decision)
+    assert decision.action == "allow"

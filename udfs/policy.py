@@ -86,6 +86,15 @@ class BehaviourPolicy(_Strict):
     no_history_contacting_minor: NoHistoryContactingMinor = NoHistoryContactingMinor()
 
 
+class ContactPolicy(_Strict):
+    """What the parents' contact settings on a minor's profile (``dm_policy``, ``image_policy``: everyone,
+    friends or nobody) do to a direct message or image sent to the child by someone they do not allow."""
+
+    not_allowed_action: Action = Action.BLOCK
+    # A minor's own image sent directly to an adult who is not a friend: a person looks, the parent hears.
+    child_image_to_adult_action: Action = Action.REVIEW
+
+
 class Policy(_Strict):
     version: str
     thresholds: dict[str, dict[AgeBand, BandThresholds]]
@@ -108,6 +117,7 @@ class Policy(_Strict):
     links: LinkPolicy = LinkPolicy()
     images: ImagePolicy = ImagePolicy()
     behaviour: BehaviourPolicy = BehaviourPolicy()
+    contact: ContactPolicy = ContactPolicy()
 
     @model_validator(mode="after")
     def _every_band(self):
@@ -159,6 +169,41 @@ def behaviour_tightening(policy: BehaviourPolicy, sender: UserProfile, recipient
         return None
     return Tightening(scale, f"behaviour: no history, writing directly to a minor who is not a friend: "
                              f"thresholds x{scale:g}")
+
+
+CONTACT = "contact"  # the category of a contact-setting signal
+CHILD_IMAGE = "child_image"  # the category of a minor's own image sent to an adult who is not a friend
+CONTACT_SETTINGS = ("everyone", "friends", "nobody")
+
+
+def friends(a: UserProfile, b: UserProfile) -> bool:
+    """Either side lists the other: when one profile is a fallback (no friends known), the other vouches."""
+    return a.is_friend(b.user_id) or b.is_friend(a.user_id)
+
+
+def contact_signals(policy: ContactPolicy, sender: UserProfile, recipient: UserProfile | None,
+                    image: bool) -> list[Signal]:
+    """The contact settings' signals on a direct message (``image`` false) or image sent to `recipient`.
+    A setting the profile does not hold, or a value it does not know, is the platform's default for the
+    youngest band: friends only (``UserProfile``'s default)."""
+    if recipient is None:
+        return []
+    if recipient.effective_age_band.is_minor:
+        what = "images" if image else "direct messages"
+        setting = recipient.image_policy if image else recipient.dm_policy
+        if setting not in CONTACT_SETTINGS:
+            setting = UserProfile.dm_policy
+        if setting == "everyone" or (setting == "friends" and friends(sender, recipient)):
+            return []
+        allowed = "from no one" if setting == "nobody" else "from friends only"
+        return [Signal(CONTACT, policy.not_allowed_action,
+                       f"contact:{recipient.user_id} accepts {what} {allowed} ({'image_policy' if image else 'dm_policy'} "
+                       f"{setting}); {sender.user_id} is not allowed")]
+    if image and sender.effective_age_band.is_minor and recipient.effective_age_band is AgeBand.ADULT \
+            and not friends(sender, recipient):
+        return [Signal(CHILD_IMAGE, policy.child_image_to_adult_action,
+                       f"contact:a minor's image sent directly to an adult who is not a friend ({recipient.user_id})")]
+    return []
 
 
 def model_signals(policy: Policy, scores: Mapping[str, float], band: AgeBand, voice: bool,

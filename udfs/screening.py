@@ -27,7 +27,7 @@ from udfs.grooming import (ConversationTurn, GroomingSettings, MessageBank, Room
 from udfs.image_model import ImageModel
 from udfs.image_tier import Banks, ImageResult, ImageTier, load_image_banks
 from udfs.parse import Rejected, SourceRef, dead_letter
-from udfs.policy import Policy, Verdict, behaviour_tightening, decide, load_policy, soften
+from udfs.policy import CHILD_IMAGE, CONTACT, Policy, Signal, Verdict, behaviour_tightening, contact_signals, decide, load_policy, soften
 from udfs.text_model import ScoredTexts, TextModel
 from udfs.text_tier import TextTier
 
@@ -193,7 +193,8 @@ class Screener:
         if image is not None:
             signals += image.signals
             shown_scores.update(image.scores)
-        signals = soften(self.policy, signals)
+        contact = contact_signals(self.policy.contact, item.sender, item.recipient, isinstance(event, Upload))
+        signals = soften(self.policy, signals + contact)
         # The tightening is a reason only where a model signal it scaled acted: elsewhere it explains nothing.
         if tightening is not None and any(s.action is not Action.ALLOW and s.reason.startswith("model:")
                                           for s in signals):
@@ -208,8 +209,13 @@ class Screener:
         yield decision
         if verdict.action is Action.REVIEW:
             yield self._review_item(item, text, verdict, scores or {}, band, now_ms)
-        if verdict.action is Action.BLOCK:
+        # A message the contact settings alone stopped is counted (decisions name the setting), not alerted
+        # one by one: the parents chose the setting, and a stranger's every try would be noise to them.
+        if verdict.action is Action.BLOCK and set(verdict.categories) != {CONTACT}:
             yield from self._parent_alerts(item, verdict, now_ms)
+        child_image = [s for s in signals if s.category == CHILD_IMAGE]
+        if child_image and verdict.action is not Action.BLOCK:  # a block alerts the parent already
+            yield from self._child_image_alert(item, child_image, now_ms)
 
     def _review_item(self, item: ScreeningInput, text: str, verdict: Verdict, scores: dict[str, float],
                      band: AgeBand, now_ms: int) -> ReviewItem:
@@ -222,6 +228,17 @@ class Screener:
                           kind="chat" if isinstance(item.event, ChatMessage) else "upload",
                           priority=round(priority, 4), categories=list(verdict.categories),
                           reasons=list(verdict.reasons), excerpt=text[:EXCERPT_CHARS], created_ts=now_ms)
+
+    def _child_image_alert(self, item: ScreeningInput, signals: list[Signal], now_ms: int) -> Iterable[ParentAlert]:
+        """The parent of a child who sent their own image to an adult who is not a friend hears of it."""
+        child = item.sender
+        if child.parent_id is None or child.effective_age_band not in self.policy.alert_bands:
+            return
+        yield ParentAlert(
+            alert_id=f"{item.event.event_id}:{child.user_id}", event_id=item.event.event_id, parent_id=child.parent_id,
+            child_id=child.user_id, kind="image_shared", severity="warning", child_role="sender",
+            summary="Your child sent an image to an adult who is not on their friends list; a moderator will look at it.",
+            reasons=[s.reason for s in signals], created_ts=now_ms)
 
     def _parent_alerts(self, item: ScreeningInput, verdict: Verdict, now_ms: int) -> Iterable[ParentAlert]:
         event = item.event
