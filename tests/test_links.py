@@ -70,3 +70,9 @@ def test_url_model_never_touches_the_network(url_model, monkeypatch):
     monkeypatch.setattr(socket, "create_connection", refuse)
     fresh = UrlModel()  # loading too
     assert fresh.probability(Link("secure-update-account.example-login.xyz", "/signin", "http")) is not None
+
+
+def test_a_long_run_of_white_space_is_read_as_one_space():
+    # 2,000 and more spaces once took the "dot" pattern cubic time (issue 13); the result is what one space gives.
+    assert extract_links("evil" + " " * 3000 + "dot com") == extract_links("evil dot com")
+    assert extract_links("a" + " " * 5000 + "b" + "\n" * 5000 + "c") == []

@@ -216,3 +216,13 @@ def test_normalize_reads_each_symbol_its_likeliest_way():
     # the text model's input must not change with the extra readings the rules weigh
     assert LEET == {char: readings[0] for char, readings in SYMBOL_READINGS.items()}
     assert normalize("1ez sh1t h@te") == "iez shit hate"
+
+
+@pytest.mark.parametrize("hostile", ["\ufb03" * 4000, "\u3316" * 4000, "a" * 20000])
+def test_long_plain_words_hold_no_disguised_word(hostile):
+    # Words that NFKD lengthens after the length cap, and plain words of any length: once quadratic (issue 13).
+    assert match_forms(hostile).disguised == ()
+
+
+def test_a_disguised_word_is_still_found_beside_a_long_plain_one():
+    assert match_forms("a" * 20000 + " f*ck").disguised == ("f*ck",)

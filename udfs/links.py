@@ -23,6 +23,9 @@ from udfs.normalize import latin_lookalikes, strip_marks_and_invisibles
 _DOT_WORD = re.compile(r"\s*(?:\[\s*(?:\.|dot)\s*\]|\(\s*(?:\.|dot)\s*\)|\s+dot\s+|\s+\.\s*)\s*", re.IGNORECASE)
 # "discord dot gg slash abc" -> "discord.gg/abc"
 _SLASH_WORD = re.compile(r"\s+slash\s+", re.IGNORECASE)
+# Runs of white space become one space first: _DOT_WORD's optional spaces around its spaced alternatives
+# tried every split of a long run (2,000 spaces: 21 s); links hold no white space, so nothing is lost.
+_WHITESPACE_RUN = re.compile(r"\s+")
 _LINK = re.compile(
     r"(?<![@\w.-])"                                   # not the domain of an e-mail address, not mid-word
     r"(?:(https?|hxxps?)://)?"                        # optional scheme, defanged too
@@ -54,7 +57,7 @@ def extract_links(text: str) -> list[Link]:
     """Links written in the text, however spelled; hosts in lower case with look-alike letters folded,
     paths as written."""
     # Compatibility-folded but not case-folded: a URL's path is case-sensitive, and the URL model reads case.
-    plain = strip_marks_and_invisibles(unicodedata.normalize("NFKD", text))
+    plain = _WHITESPACE_RUN.sub(" ", strip_marks_and_invisibles(unicodedata.normalize("NFKD", text)))
     undotted = _SLASH_WORD.sub("/", _DOT_WORD.sub(".", plain))
     links = []
     for match in _LINK.finditer(undotted):

@@ -241,7 +241,10 @@ def collapse_elongation(text: str) -> str:
 
 # A word for `disguised_words`: letters, digits, symbols that read as letters, masks and apostrophes.
 _DISGUISE = rf"[{re.escape(''.join(SYMBOL_READINGS) + MASKS)}]"
-_WORD_WITH_DISGUISES = re.compile(rf"(?:[^\W_]|{_DISGUISE}|['’])*{_DISGUISE}(?:[^\W_]|{_DISGUISE}|['’])*")
+# A run of such characters, then a check that it holds a disguise: one pass (a pattern that demanded a
+# disguise inside the run backtracked over every long plain word, quadratic in its length).
+_WORD_RUN = re.compile(rf"(?:[^\W_]|{_DISGUISE}|['’])+")
+_HAS_DISGUISE = re.compile(_DISGUISE)
 # Around a word these are punctuation, hashtags or emphasis ("why?!", "#tbt", "*hugs*"), not letters.
 _EDGE_PUNCTUATION = ".,_!|#'’"
 # Beyond these a word is a row of stars or a code, not a disguised word.
@@ -254,7 +257,9 @@ def disguised_words(text: str) -> tuple[str, ...]:
     "f*ck", "5h1t", "@rgy", "d!ck". Plain words and numbers ("120", "3.5") are left out, and so are
     words more mask than letter ("f***", "****")."""
     found = []
-    for match in _WORD_WITH_DISGUISES.finditer(text):
+    for match in _WORD_RUN.finditer(text):
+        if not _HAS_DISGUISE.search(match.group(0)):
+            continue
         for piece in _split_separators(match.group(0)):
             word = _trim_word(piece)
             if word and _is_disguised(word):
