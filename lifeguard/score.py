@@ -13,7 +13,7 @@ import json
 from typing import IO, Iterable, Iterator, Mapping, Sequence
 
 from features.profiles import UserProfile
-from lifeguard.schemas import AgeBand, ChatMessage, Decision
+from lifeguard.schemas import AgeBand, ChatMessage, DeadLetter, Decision
 from udfs.parse import SourceRef
 from udfs.screening import ScreeningInput, Screener
 
@@ -58,13 +58,15 @@ def _screen(screener: Screener, batch: list[ScreeningInput]) -> Iterator[dict]:
     for output in screener.screen(batch, now_ms=0).outputs:
         if isinstance(output, Decision):
             yield _result(output)
+        elif isinstance(output, DeadLetter):  # a line that could not be screened says why, in its place
+            yield {"id": output.event_id, "error": output.reason}
 
 
 def policy_actions(screener: Screener, texts: Sequence[str], context: Mapping[str, str]) -> list[str]:
     """The action the current policy takes on each text, through the full text tier, in the `context` (the
     fields of an input line other than id and text)."""
     lines = (json.dumps({"id": str(i), "text": text, **context}) for i, text in enumerate(texts))
-    actions = {result["id"]: result["action"] for result in score_lines(screener, lines)}
+    actions = {result["id"]: result.get("action", "error") for result in score_lines(screener, lines)}
     return [actions[str(i)] for i in range(len(texts))]
 
 

@@ -20,3 +20,13 @@ def test_score_text_gives_one_line_per_message_with_the_policy_action(tmp_path):
     assert all(0 <= p <= 1 for r in results for p in r["scores"].values())
     assert set(results[0]) == {"id", "scores", "link_risk", "action", "reasons"}
     assert any(reason.startswith("rule:off_platform_lure") for reason in results[1]["reasons"])
+
+
+def test_a_line_holding_a_lone_surrogate_is_scored_like_the_others(tmp_path):
+    messages = tmp_path / "past.jsonl"
+    messages.write_text('{"id": "odd", "text": "hi \\ud800"}\n{"id": "good", "text": "gg"}\n')
+    run = subprocess.run([sys.executable, "-m", "lifeguard.cli", "score", "text", str(messages)],
+                         capture_output=True, text=True, check=True)
+    results = {r["id"]: r for r in map(json.loads, run.stdout.splitlines())}
+    assert "characters that are not text (lone surrogates) replaced for screening" in results["odd"]["reasons"]
+    assert results["good"]["action"] == "allow" and results["good"]["reasons"] == []

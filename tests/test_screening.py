@@ -174,3 +174,27 @@ def test_a_childs_own_image_to_an_adult_who_is_not_a_friend_goes_to_review_and_a
     friendly_adult = UserProfile("adult", AgeBand.ADULT, friend_ids=("fkid",))
     (decision,) = outputs_of(screener, image_to(FRIENDS_ONLY_KID, friendly_adult), Decision)
     assert decision.action == "allow"
+
+
+def test_a_message_that_fails_screening_is_its_own_dead_letter_and_the_batch_is_decided(screener, monkeypatch):
+    broken, fine = direct("this one breaks a tier"), direct("gg wp")
+    signals = screener.text_tier.signals
+
+    def failing(text, *args, **kwargs):
+        if text == "this one breaks a tier":
+            raise ValueError("a tier failed on this text")
+        return signals(text, *args, **kwargs)
+
+    monkeypatch.setattr(screener.text_tier, "signals", failing)
+    outputs = screener.screen([broken, fine], now_ms=1_050).outputs
+    (letter,) = [o for o in outputs if isinstance(o, DeadLetter)]
+    assert letter.event_id == broken.event.event_id and letter.error_kind == "unprocessable"
+    assert letter.reason == "screening failed: ValueError: a tier failed on this text"
+    assert [o.event_id for o in outputs if isinstance(o, Decision)] == [fine.event.event_id]
+
+
+def test_a_lone_surrogate_is_replaced_for_screening_and_the_batch_keeps_its_model_scores(screener):
+    odd, fine = direct("hi \ud800 there"), direct("gg wp")
+    decisions = [o for o in screener.screen([odd, fine], now_ms=1_050).outputs if isinstance(o, Decision)]
+    assert "characters that are not text (lone surrogates) replaced for screening" in decisions[0].reasons
+    assert all(not any(r.startswith("model:error") for r in d.reasons) for d in decisions)

@@ -107,10 +107,16 @@ class Screener:
 
     def _text_of(self, event: ChatMessage | Upload) -> tuple[str, tuple[str, ...]]:
         text = event.text if isinstance(event, ChatMessage) else event.caption
+        notes: tuple[str, ...] = ()
         if len(text) > self.limits.max_text_chars:
-            return text[: self.limits.max_text_chars], (
-                f"text truncated from {len(text)} to {self.limits.max_text_chars} characters for screening",)
-        return text, ()
+            notes += (f"text truncated from {len(text)} to {self.limits.max_text_chars} characters for screening",)
+            text = text[: self.limits.max_text_chars]
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate (parse_record refuses them; offline input may hold one)
+            text = text.encode("utf-8", "replace").decode("utf-8")
+            notes += ("characters that are not text (lone surrogates) replaced for screening",)
+        return text, notes
 
     def _score_texts(self, texts: Sequence[str], minors: Sequence[bool],
                      conversations: Sequence[bool]) -> ScoredTexts | None:
@@ -139,6 +145,10 @@ class Screener:
                                                 now_ms))
             except Rejected as rejected:
                 outputs.append(dead_letter(item.source, item.raw, rejected, now_ms))
+            except Exception as error:  # one record's failure is its own dead letter, never the batch's
+                outputs.append(dead_letter(item.source, item.raw, Rejected(
+                    "unprocessable", f"screening failed: {type(error).__name__}: {str(error)[:200]}",
+                    item.event.event_id), now_ms))
         decisions = {o.event_id: o for o in outputs if isinstance(o, Decision)}
         return Screened(outputs, self._conversation_turns(items, conversations, scored, decisions),
                         self._room_speakers(items, decisions, now_ms))
