@@ -63,6 +63,8 @@ def parse_record(schemas: Mapping[str, type[BaseModel]], schema_name: str, value
         return schemas[schema_name].model_validate(obj)
     except ValidationError as exc:
         raise Rejected("invalid", explain(exc), event_id) from None
+    except Exception as exc:  # whatever else a hostile record finds: a dead letter, never a failed task
+        raise Rejected("invalid", f"not processable: {type(exc).__name__}: {str(exc)[:200]}", event_id) from None
 
 
 # A surrogate can only arrive as a JSON escape (raw UTF-8 cannot hold one); a valid pair decodes to one
