@@ -168,6 +168,7 @@ class ScreenBatch(KeyedBroadcastProcessFunction):
         self._control_applied = metrics.counter("control_updates_applied")
         self._control_rejected = metrics.counter("control_updates_rejected")
         metrics.gauge("model_errors", lambda: self._screener.model_errors)
+        metrics.gauge("contact_blocks", lambda: self._screener.contact_blocks)
         # The cascade's second-stage share is texts_escalated / texts_scored; texts_embedded counts every
         # message through stage 2, for its scores or only for the grooming bank's embedding (the encoder's load).
         metrics.gauge("texts_scored", lambda: self._screener.text_model.scored)

@@ -74,6 +74,7 @@ class Screener:
         self.text_tier = TextTier(policy, base_dir)
         self.image_tier = ImageTier(image_banks, limits, image_model)
         self.model_errors = 0
+        self.contact_blocks = 0  # messages and images that the parents' contact settings stopped (a metric)
         # Without grooming settings no conversation turns are made; with them, the bank is embedded by the
         # text model's second stage (a model without one is refused here).
         self.grooming = grooming
@@ -204,6 +205,7 @@ class Screener:
             signals += image.signals
             shown_scores.update(image.scores)
         contact = contact_signals(self.policy.contact, item.sender, item.recipient, isinstance(event, Upload))
+        self.contact_blocks += any(signal.category == CONTACT for signal in contact)
         signals = soften(self.policy, signals + contact)
         # The tightening is a reason only where a model signal it scaled acted: elsewhere it explains nothing.
         if tightening is not None and any(s.action is not Action.ALLOW and s.reason.startswith("model:")
