@@ -44,8 +44,7 @@ import numpy as np
 import yaml
 
 from lifeguard.schemas import AgeBand
-from models.datasets import DATA_SETS, DEFAULT_DATA_DIR, LabelledText, load
-from models.splits import split_of
+from models.datasets import CHILD_DIRECTED, DATA_SETS, DEFAULT_DATA_DIR, LabelledText, load, split_for
 from udfs.policy import Policy, load_policy
 from udfs.text_model import CATEGORIES, TextModel
 
@@ -83,8 +82,20 @@ ACTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "sexual":        (("review", "block"),         ("review",)),
     "sexual_minors": (("review", "block"),         ("review", "block")),
     "self_harm":     (("review",),                 ("review",)),
+    # Personal information, another app, account requests: a person looks where a child is involved;
+    # between adults it is their own business.
+    "pii":           (("review",),                 ()),
     "spam":          (("warn", "review"),          ("warn",)),
 }
+
+# Children's game chat that only looks harmful ("headshot the zombie", "meet me at the volcano spawn"): the
+# synthetic child-directed set's benign val rows (models.child_directed). Every threshold is also at least
+# the quantile that lets this share of them through, whatever the pooled negatives allow: they are few
+# among the pooled val negatives, yet they are what children write all day. Chosen on the separately written
+# val set (val_set.jsonl; judged harmful acted on / benign acted on, adult-to-child DM and child room):
+# 0.002/0.002/0.001 gave 83.4% / 5.4% and 73.0% / 2.5%; 0.003/0.003/0.002 85.9% / 6.1% and 77.0% / 3.6%;
+# 0.004/0.004/0.002 88.4% / 7.6% and 78.4% / 5.8%; 0.006/0.006/0.003 89.5% / 9.0% and 81.1% / 6.5%.
+GAME_CHAT_FPR = {"warn": 0.003, "review": 0.003, "block": 0.002}
 
 LOWEST, HIGHEST = 0.01, 0.99  # a threshold of 0 would fire on everything, 1 (or more) never
 GRID = np.round(np.arange(round(LOWEST * 100), round(HIGHEST * 100) + 1) / 100, 2)  # 0.01, 0.02, ..., 0.99
@@ -93,7 +104,7 @@ SCORING_BATCH = 256
 # Inline comments the generated block keeps (the reasons a reader of the policy needs beside the numbers).
 CATEGORY_COMMENTS = {
     "self_harm": "a person at risk needs help, not a block: review so someone reaches out",
-    "pii": "no model yet (no labelled data): the rules below cover it",
+    "pii": "the model learnt it from synthetic child-directed text only (models/child_directed); the rules below too",
 }
 
 
@@ -126,10 +137,15 @@ def ordered(thresholds: Mapping[str, float]) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class Labelled:
-    """One category's val rows: their scores and 0/1 labels."""
+    """One category's val rows: their scores, 0/1 labels, and which rows are benign game chat."""
 
     scores: np.ndarray
     labels: np.ndarray
+    game_chat: np.ndarray | None = None  # bool per row; None: none are
+
+    @property
+    def game_chat_negatives(self) -> np.ndarray:
+        return self.scores[self.game_chat] if self.game_chat is not None else self.scores[:0]
 
     @property
     def negatives(self) -> np.ndarray:
@@ -163,7 +179,7 @@ def derive(val: Mapping[str, Labelled], bands: Sequence[AgeBand] = tuple(AgeBand
         derived[category] = {}
         for band in bands:
             targets = TARGET_FPR[band]
-            values = ordered({action: fpr_quantile(rows.negatives, targets[action])
+            values = ordered({action: game_chat_floor(rows, fpr_quantile(rows.negatives, targets[action]), action)
                               for action in actions_for(category, band)})
             derived[category][band] = {
                 action: Threshold(category, band, action, targets[action], value,
@@ -175,6 +191,12 @@ def derive(val: Mapping[str, Labelled], bands: Sequence[AgeBand] = tuple(AgeBand
     return derived
 
 
+def game_chat_floor(rows: Labelled, threshold: float, action: str) -> float:
+    """`threshold`, raised where needed so that at most GAME_CHAT_FPR[action] of the benign game chat reach it."""
+    game_chat = rows.game_chat_negatives
+    return max(threshold, fpr_quantile(game_chat, GAME_CHAT_FPR[action])) if len(game_chat) else threshold
+
+
 def derive_by_band(minor_val: Mapping[str, Labelled], adult_val: Mapping[str, Labelled]) -> Derived:
     """The minor bands' thresholds from scores with a minor involved, the adult band's from scores without."""
     minors, adults = derive(minor_val, MINOR_BANDS), derive(adult_val, ADULT_BANDS)
@@ -184,16 +206,32 @@ def derive_by_band(minor_val: Mapping[str, Labelled], adult_val: Mapping[str, La
 def val_records(data_dir: Path = DEFAULT_DATA_DIR) -> list[LabelledText]:
     """The val rows of the data sets trained on (evaluation-only sets stay for evaluation)."""
     return [record for data_set in DATA_SETS if data_set.usage == "train"
-            for record in load(data_set, data_dir) if split_of(record.text) == "val"]
+            for record in load(data_set, data_dir) if split_for(record) == "val"]
+
+
+def is_game_chat(record: LabelledText) -> bool:
+    """A benign row of the synthetic child-directed set: negative for every category."""
+    return record.source == CHILD_DIRECTED and not any(record.labels.values())
+
+
+def counts_for(record: LabelledText, category: str) -> bool:
+    """Whether the row counts for `category`'s thresholds: it labels the category, and is not a harmful
+    synthetic child-directed row labelled 0 there. Those are harmful to a child whatever category acts on
+    them (an offer of robux for a photo that the pii head flags): their 0 teaches the heads apart, but
+    acting on them is no false positive."""
+    if category not in record.labels:
+        return False
+    return not (record.source == CHILD_DIRECTED and record.labels[category] == 0 and any(record.labels.values()))
 
 
 def by_category(records: Sequence[LabelledText], scores: np.ndarray, categories: Sequence[str]) -> dict[str, Labelled]:
-    """Per category (column of `scores`), the rows that label it: their scores and labels."""
+    """Per category (column of `scores`), the rows that count for its thresholds (`counts_for`): their
+    scores and labels."""
     val = {}
     for column, category in enumerate(categories):
-        rows = [i for i, record in enumerate(records) if category in record.labels]
+        rows = [i for i, record in enumerate(records) if counts_for(record, category)]
         labels = np.array([records[i].labels[category] for i in rows], dtype=np.int64)
-        val[category] = Labelled(scores[rows, column], labels)
+        val[category] = Labelled(scores[rows, column], labels, np.array([is_game_chat(records[i]) for i in rows], bool))
     return val
 
 

@@ -39,8 +39,8 @@ def test_policy_rejects_missing_bands():
 @pytest.mark.parametrize("text, minor, rule_ids", [
     ("add me on snap", True, ["off_platform_lure"]),
     ("add me on snap", False, []),                   # adults among themselves may
-    ("my number is 555-123-4567", True, ["off_platform_lure", "personal_information"]),
-    ("call 555-123-4567", True, ["personal_information"]),
+    ("my number is 555-123-4567", True, ["off_platform_lure", "personal_information_shared"]),
+    ("call 555-123-4567", True, ["personal_information_shared"]),
     ("dont tell your parents ok", True, ["secrecy_and_photos"]),
     ("i want to die", False, ["self_harm_intent"]),
     ("this level kills me lol, classic", True, []),

@@ -81,13 +81,15 @@ class RuleSignal:
 # Rule ids of flink-conf/policy.yaml and model categories that bear on grooming.
 DEFAULT_RULE_SIGNALS: dict[str, RuleSignal] = {
     "rule:off_platform_lure": RuleSignal("off_platform", "asks to move to another app or for a phone number", 0.7),
-    "rule:personal_information": RuleSignal("personal_info", "asks for or shares where the child lives or studies",
-                                            0.6),
+    "rule:personal_information": RuleSignal("personal_info", "asks where the child lives or studies", 0.6),
+    "rule:personal_information_shared": RuleSignal("personal_info", "shares where someone lives or studies", 0.6),
     "rule:secrecy_and_photos": RuleSignal("secrecy_or_photos", "asks for secrecy or for photos", 0.8),
     "rule:explicit_requests_to_minors": RuleSignal("explicit_request", "makes an explicit sexual request", 1.0),
     "model:sexual_minors": RuleSignal("sexual_minors_model", "the text model flags sexual content involving minors",
                                       0.5),
     "model:sexual": RuleSignal("sexual_model", "the text model flags sexual content", 0.4),
+    "model:pii": RuleSignal("pii_model", "the text model flags a request for personal information or another app",
+                            0.5),
 }
 _REASON_SOURCE = re.compile(r"^((?:rule|model):[A-Za-z0-9_]+)")
 
