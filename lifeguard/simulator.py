@@ -25,18 +25,21 @@ repository); each ``InjectedCase`` names its row as ``"<data set>:<row key>"``. 
 
 | data set | used for | licence |
 |---|---|---|
-| jigsaw-toxic-multilabel-sample | insults, threats, identity hate, benign | labels CC0; text CC BY-SA 3.0 (Wikipedia) |
-| openai-moderation-eval | sexual, sexual/minors, self-harm, threats, harassment | MIT, (c) 2022 OpenAI |
+| jigsaw-toxic-multilabel-sample | identity hate, benign | labels CC0; text CC BY-SA 3.0 (Wikipedia) |
+| openai-moderation-eval | sexual, sexual/minors, self-harm | MIT, (c) 2022 OpenAI |
 | davidson-hate-offensive | hate speech | MIT, (c) 2017 Tom Davidson |
 | toxigen-seed-statements | implicit hate | CDLA-Permissive-2.0 |
 | reddit-cssrs-suicide | self-harm (Ideation/Behavior/Attempt users) | CC BY, Gaur et al. 2019 |
 | sms-spam-collection | scams; benign messages | free use, (c) Almeida and Gomez Hidalgo |
 | urlhaus-malicious-urls | hazardous links | CC0 1.0 |
+| models/child_directed/test_set.jsonl (project-written, synthetic) | insults, threats and personal-information requests to children | the project's |
 
 Not used: olid-offensive (no licence stated) and ethos-multilabel-hate (GPL-3.0, copyleft).
 
-Synthetic, and labelled ``source="synthetic:..."``: requests to move to another app, requests for and
-shares of personal information, and grooming conversations (no redistributable real data exists; see
+Synthetic, and labelled ``source="synthetic:..."``: insults, threats and requests for personal information
+as said to children (the child-directed test set, written apart from everything the models learnt from, and
+sent by a user of the age its author wrote each message for), requests to move to another app, shares of
+personal information, and grooming conversations (no redistributable real data exists; see
 shared/data/README.md, "Gaps"); the lures around real URLhaus entries; all images. Phone numbers are in
 the fictional 555-01xx range; handles, streets and schools are made up. The "blocklisted" images are
 procedural stand-ins: no real harmful image is involved anywhere.
@@ -69,7 +72,8 @@ from features.profiles import UserProfile
 from lifeguard import PROJECT_ROOT
 from lifeguard.config import LimitsConfig
 from lifeguard.schemas import AgeBand, ChatMessage, SessionEvent, Upload
-from models.datasets import DATA_SETS
+from models import child_directed
+from models.datasets import DATA_SETS, split_for
 from models.datasets import load as load_data_set
 from models.splits import split_of
 from udfs.images import ImageHashes, decode_image, hamming, image_hashes
@@ -315,17 +319,20 @@ class CaseSpec:
 
 
 CASES: dict[str, CaseSpec] = {
-    "insult_to_child": CaseSpec("harassment", "block", "an insult or harassment aimed at a child (real text)"),
+    "insult_to_child": CaseSpec("harassment", "block", "an insult or harassment aimed at a child (synthetic "
+                                "child-directed test text)"),
     "hate_speech": CaseSpec("hate", "block", "explicit hate speech (real text)"),
     "implicit_hate": CaseSpec("hate", "review", "slur-free, implicit hate (real text)"),
-    "threat": CaseSpec("threat", "block", "a threat of violence to a child (real text)"),
+    "threat": CaseSpec("threat", "block", "a threat of violence to a child, a school or a home (synthetic "
+                       "child-directed test text)"),
     "sexual_to_child": CaseSpec("sexual", "block", "sexual text sent to a child (real text; category "
                                 "sexual_minors where the row is labelled S3)"),
     "self_harm": CaseSpec("self_harm", "review", "a minor writing about self-harm or suicide (real text)"),
     "scam": CaseSpec("scam", "review", "a prize or premium-rate scam message (real text)"),
     "malicious_link": CaseSpec("malicious_link", "block", "a real URLhaus malware link in a synthetic lure"),
     "off_platform_request": CaseSpec("off_platform", "review", "asking a child to move to another app (synthetic)"),
-    "personal_info_request": CaseSpec("pii", "review", "asking a child for address, phone or school (synthetic)"),
+    "personal_info_request": CaseSpec("pii", "review", "asking a child for address, phone or school (synthetic "
+                                      "child-directed test text)"),
     "personal_info_share": CaseSpec("pii", "block", "a child posting their own address or phone (synthetic)"),
     "grooming_conversation": CaseSpec("grooming", "review", "an adult befriending a child over days, DMs "
                                       "escalating to secrecy, another app and photos (synthetic; late stages block)"),
@@ -379,6 +386,7 @@ class SourcedText:
     text: str  # the message as emitted
     source: str  # "<data set>:<row key>"
     category: str
+    pair: str | None = None  # who says it to whom, where the text was written for an age pair
 
 
 @dataclass(frozen=True)
@@ -431,10 +439,11 @@ def load_text_pools(data_dir: Path = DEFAULT_DATA_DIR) -> TextPools:
 def _load_text_pools(data_dir: Path) -> TextPools:
     trainer = _trainer_view(data_dir)
     pools: dict[str, list[SourcedText]] = {name: [] for name in (
-        "insult", "hate", "implicit_hate", "threat", "sexual", "self_harm", "scam", "benign")}
+        "insult", "hate", "implicit_hate", "threat", "sexual", "self_harm", "scam", "personal_info", "benign")}
     for pool, item in itertools.chain(
             _jigsaw_texts(data_dir, trainer), _openai_texts(data_dir, trainer), _davidson_texts(data_dir, trainer),
-            _toxigen_texts(data_dir, trainer), _cssrs_texts(data_dir, trainer), _sms_texts(data_dir, trainer)):
+            _toxigen_texts(data_dir, trainer), _cssrs_texts(data_dir, trainer), _sms_texts(data_dir, trainer),
+            _child_directed_texts()):
         pools[pool].append(item)
     return TextPools(by_pool={name: tuple(items) for name, items in pools.items()}, links=_urlhaus_links(data_dir))
 
@@ -464,7 +473,7 @@ def _trainer_view(data_dir: Path) -> _TrainerView:
     for data_set in (d for d in DATA_SETS if d.usage == "train"):
         sides: dict[bool, list[str]] = {True: [], False: []}
         for record in load_data_set(data_set, data_dir):
-            sides[split_of(record.text) == "test"].append(_normalised(record.text))
+            sides[split_for(record) == "test"].append(_normalised(record.text))
         test[data_set.name], seen[data_set.name] = "\n".join(sides[True]), "\n".join(sides[False])
     return _TrainerView(test, seen)
 
@@ -493,12 +502,8 @@ def _jigsaw_texts(data_dir: Path, trainer: _TrainerView) -> Iterator[tuple[str, 
             text, labels = row["comment_text"], {k: row[k] == "1" for k in (
                 "toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate")}
             chat = [text.strip().strip('"')]
-            if labels["threat"]:
-                yield from _sourced("threat", trainer, name, text, chat, row["id"], "threat")
-            elif labels["identity_hate"]:
+            if labels["identity_hate"] and not labels["threat"]:
                 yield from _sourced("hate", trainer, name, text, chat, row["id"], "hate")
-            elif labels["insult"]:
-                yield from _sourced("insult", trainer, name, text, chat, row["id"], "harassment")
             elif not any(labels.values()):
                 yield from _sourced("benign", trainer, name, text, chat, row["id"], "none")
 
@@ -517,10 +522,20 @@ def _openai_texts(data_dir: Path, trainer: _TrainerView) -> Iterator[tuple[str, 
                 yield from _sourced("sexual", trainer, name, text, cuts, key, "sexual")
             elif row.get("SH") == 1:
                 yield from _sourced("self_harm", trainer, name, text, cuts, key, "self_harm")
-            elif row.get("H2") == 1:
-                yield from _sourced("threat", trainer, name, text, cuts, key, "threat")
-            elif row.get("HR") == 1:
-                yield from _sourced("insult", trainer, name, text, cuts, key, "harassment")
+
+
+# The child-directed test set's kinds the simulator injects, by pool, with the category each case names.
+CHILD_DIRECTED_POOLS = {"bullying": ("insult", "harassment"), "threat": ("threat", "threat"),
+                        "personal_info": ("personal_info", "pii")}
+
+
+def _child_directed_texts() -> Iterator[tuple[str, SourcedText]]:
+    """Insults, threats and personal-information requests as they are said to children: the synthetic
+    child-directed TEST set (models.child_directed), written apart from all training text."""
+    for number, message in enumerate(child_directed.read(child_directed.TEST_SET), start=1):
+        if message.harmful and message.kind in CHILD_DIRECTED_POOLS:
+            pool, category = CHILD_DIRECTED_POOLS[message.kind]
+            yield pool, SourcedText(message.text, f"synthetic:child-directed-test:line-{number}", category, message.pair)
 
 
 def _davidson_texts(data_dir: Path, trainer: _TrainerView) -> Iterator[tuple[str, SourcedText]]:
@@ -650,11 +665,6 @@ OFF_PLATFORM_REQUESTS: tuple[str, ...] = (
     "add me on snap its {handle}", "do u have discord? add {handle}", "this chat is boring lets talk on whatsapp",
     "msg me on insta {handle}", "download telegram and text me there", "we should video call on facetime",
     "r u on tiktok? dm me {handle}", "lets move to kik its more private", "add me on snapchat so we can talk more",
-)
-PERSONAL_INFO_REQUESTS: tuple[str, ...] = (
-    "whats ur address", "what school do u go to?", "where do u live", "whats ur phone number",
-    "send me ur number", "how old r u and where do u live", "whats ur real name and last name",
-    "what city r u in? what street", "what time do ur parents get home",
 )
 PERSONAL_INFO_SHARES: tuple[str, ...] = (
     "my number is 555-01{phone_tail} text me", "i live at {house} {street} come over",
@@ -940,10 +950,10 @@ class _Simulation:
         self.case_weights = list(itertools.accumulate(weight for _, weight in harm.weights))
         self.harm_rate = harm.rate
         self.injectors: dict[str, Callable[[int], list[SimEvent] | None]] = {
-            "insult_to_child": lambda now: self._real_text_to_child(now, "insult", "insult_to_child"),
+            "insult_to_child": lambda now: self._child_directed(now, "insult", "insult_to_child"),
             "hate_speech": lambda now: self._real_text_to_room(now, "hate", "hate_speech"),
             "implicit_hate": lambda now: self._real_text_to_room(now, "implicit_hate", "implicit_hate"),
-            "threat": lambda now: self._real_text_to_child(now, "threat", "threat"),
+            "threat": lambda now: self._child_directed(now, "threat", "threat"),
             "sexual_to_child": lambda now: self._real_text_to_child(now, "sexual", "sexual_to_child",
                                                                     adult_sender=True),
             "self_harm": self._self_harm,
@@ -951,8 +961,7 @@ class _Simulation:
             "malicious_link": self._malicious_link,
             "off_platform_request": lambda now: self._synthetic_to_child(
                 now, OFF_PLATFORM_REQUESTS, "off_platform_request"),
-            "personal_info_request": lambda now: self._synthetic_to_child(
-                now, PERSONAL_INFO_REQUESTS, "personal_info_request"),
+            "personal_info_request": lambda now: self._child_directed(now, "personal_info", "personal_info_request"),
             "personal_info_share": self._personal_info_share,
             "grooming_conversation": self._grooming_conversation,
             "banked_image_reupload": self._banked_image_reupload,
@@ -1117,12 +1126,19 @@ class _Simulation:
         pool = offenders if offenders and self.rng.random() < 0.6 else candidates
         return self.rng.choice(pool) if pool else None
 
+    def _may_write(self, sender: str, child: str) -> bool:
+        """Whether the child's contact setting lets `sender` send a direct message: where it does not, the
+        platform's own client does not offer one, and an injected case would be caught by the setting
+        rather than by what it says."""
+        setting = self.platform.by_id[child].dm_policy
+        return setting == "everyone" or (setting == "friends" and sender in self.platform.by_id[child].friend_ids)
+
     def _to_child(self, now: int, sender: str, text: str, truth: _Truth) -> list[SimEvent] | None:
-        """A DM to a child, or a message in a child's room (the sender joins it first)."""
+        """A DM to a child whose settings allow it, or a message in a child's room (the sender joins it first)."""
         child = self._child_other_than(sender)
         if child is None:
             return None
-        if self.rng.random() < 0.6:
+        if self.rng.random() < 0.6 and self._may_write(sender, child):
             return self._message(now, sender, child, None, text, truth)
         room_id = self.presence.room_of.get(child) or self.platform.favourite_rooms[child][0]
         return self._message(now, sender, None, room_id, text, truth)
@@ -1142,6 +1158,19 @@ class _Simulation:
         item = self._pick_text(pool)
         sender = self._older_sender() if adult_sender else self._any_sender()
         if item is None or sender is None:
+            return None
+        return self._to_child(now, sender, item.text, _truth(case, item.source, item.category))
+
+    def _child_directed(self, now: int, pool: str, case: str) -> list[SimEvent] | None:
+        """A child-directed test message to a child, from someone of the age its author wrote it for."""
+        item = self._pick_text(pool)
+        if item is None:
+            return None
+        if item.pair == "child_to_child":
+            sender = self.rng.choice(self.children) if self.children else None
+        else:
+            sender = self._older_sender()
+        if sender is None:
             return None
         return self._to_child(now, sender, item.text, _truth(case, item.source, item.category))
 
@@ -1208,6 +1237,8 @@ class _Simulation:
         if span < 30_000 or not groomers or not victims:
             return None
         groomer, child = self.rng.choice(groomers), self.rng.choice(victims)
+        if not self._may_write(groomer, child):  # this child's parents' setting keeps the groomer out
+            return None
         conversation_id = f"groom-{self.seed}-{next(self.counter)}"
         room_id = self.platform.favourite_rooms[child][0]
         messages: list[_Scheduled] = []
