@@ -19,6 +19,8 @@ text`` and of the job. Four parts:
    paragraphs and the 26 cases that peers were run on), next to the peers' figures.
 3. An identity-term counterfactual probe on ``jigsaw-identity-templates``.
 4. Which data each number comes from, and the caveats.
+5. The child-directed test (`models.child_directed.report`): SYNTHETIC messages said to children and the game
+   chat that looks like them, through the policy path, beside the figures from before they were learnt.
 
 Everything is deterministic (fixed split, seeded bootstrap, sorted outputs): two runs on the same
 model and data give the same files.
@@ -44,8 +46,10 @@ from sklearn.metrics import precision_recall_curve
 from lifeguard import PROJECT_ROOT
 from lifeguard.config import load_config
 from lifeguard.schemas import AgeBand
-from lifeguard.score import score_lines
-from models.datasets import DATA_SETS, DEFAULT_DATA_DIR, LabelledText, load
+from lifeguard.score import policy_actions
+from models import child_directed
+from models.child_directed import report as child_directed_report
+from models.datasets import DATA_SETS, DEFAULT_DATA_DIR, LabelledText, load, split_for
 from models.metrics import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CALIBRATION_BINS, auc_interval,
                             expected_calibration_error, pr_auc, prior_weights, recall_at_fpr, roc_auc)
 from models.splits import split_of
@@ -130,20 +134,13 @@ def baseline_scores(texts: Sequence[str]) -> np.ndarray:
                            for start in range(0, len(texts), BASELINE_BATCH)] or [np.zeros(0)])
 
 
-def policy_actions(screener: Screener, texts: Sequence[str], context: Mapping[str, str]) -> list[str]:
-    """The action the current policy takes on each text, through the full text tier."""
-    lines = (json.dumps({"id": str(i), "text": text, **context}) for i, text in enumerate(texts))
-    actions = {result["id"]: result["action"] for result in score_lines(screener, lines)}
-    return [actions[str(i)] for i in range(len(texts))]
-
-
 # ---- the labelled test rows -------------------------------------------------------------------
 
 
 def rows_in_test_split(data_dir: Path, usage: str) -> list[LabelledText]:
     """The test-split rows of the data sets of `usage` ("train" or "eval_only"), in DATA_SETS order."""
     return [record for data_set in DATA_SETS if data_set.usage == usage
-            for record in load(data_set, data_dir) if split_of(record.text) == "test"]
+            for record in load(data_set, data_dir) if split_for(record) == "test"]
 
 
 def labelled(records: Sequence[LabelledText], category: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -478,8 +475,11 @@ def render(report: dict) -> str:
     out.append(f"- Identity probe: the policy path (under_13 room) flags {_pct(policy_probe['mean'])} of non-toxic "
                f"identity templates on average, with a gap of {_pct(policy_probe['max_gap'])} between the most and "
                f"least flagged identity term (worst: {', '.join(policy_probe['worst_terms'])}).")
-    out.append("- `pii` is not measured: no data set here labels it (rules only). Grooming has no real data: the "
-               "grooming bank is project-written and synthetic, and nothing here measures it.")
+    cd = report["child_directed"]["contexts"]
+    out.append(f"- Child-directed messages (SYNTHETIC, part 5), judged harmful acted on / benign acted on: "
+               + "; ".join(f"{name} {_pct(c['harmful_acted'])} / {_pct(c['benign_acted'])}" for name, c in cd.items())
+               + ". `pii` is measured there only: no real data set labels it. Grooming conversations have no real "
+               "data: the grooming bank is project-written and synthetic, and nothing here measures it.")
 
     out += ["", "## 1. Per category, test split", "",
             "Rows: the test split (`models.splits.split_of(text) == \"test\"`, 15% by a hash of the text) of the "
@@ -497,7 +497,7 @@ def render(report: dict) -> str:
         out.append(f"| {category} | {c['positives']} / {c['negatives']} | {sets} | {_f(mine['roc_auc'])} "
                    f"({_f(low)}–{_f(high)}) | {_f(theirs['roc_auc'])} | {_f(mine['pr_auc'])} | {_f(theirs['pr_auc'])} | "
                    f"{_f(mine['recall_at_1pct_fpr'], 2)} | {_f(theirs['recall_at_1pct_fpr'], 2)} |")
-    out.append("| pii | — | no labelled data anywhere here | not measured | | | | | |")
+    out.append("| pii | — | no real data set labels it: see part 5 (synthetic) | | | | | | |")
     out += ["", f"`{BASELINE}` is a profanity / offensive-language detector: it covers **{', '.join(BASELINE_COVERS)}**, "
             "which is where \"beats the baseline\" is judged. Its score is shown for the other categories only as a "
             "reference (an offensive-language detector fires on some hate, threats and sexual text).", "",
@@ -605,6 +605,8 @@ def render(report: dict) -> str:
             "term are in `evaluation.json` (`identity_probe.flag_rates`)."]
 
     out += ["", "## 4. Data and caveats", ""] + [f"- {line}" for line in report["caveats"]]
+    before = json.loads(child_directed_report.BEFORE.read_text()) if child_directed_report.BEFORE.is_file() else None
+    out += [""] + child_directed_report.render(report["child_directed"], before)
     return "\n".join(out) + "\n"
 
 
@@ -619,7 +621,8 @@ CAVEATS = (
     "**Not chat.** None of this text is children's game chat: tweets (Davidson, OLID), Wikipedia talk pages "
     "(Jigsaw), paragraph-length passages (OpenAI), Reddit (C-SSRS), SMS, templates. Precision on real chat depends "
     "on the real base rates, which are assumed, not measured (`models/chat_base_rates.yaml`).",
-    "**pii** has no labelled data here: it is left to rules and not measured. **Grooming has no real data**: no "
+    "**pii** has no real labelled data here: its model head learnt from the synthetic child-directed set, and "
+    "part 5 is its only measure. **Grooming has no real data**: no "
     "licensed grooming corpus could be had; the grooming bank used for conversation-level detection is "
     "project-written and synthetic, and no figure in this report measures grooming detection. `sexual_minors` is "
     "measured on OpenAI S3 passages (sexual content involving minors), not on grooming chat, and has very few test "
@@ -663,12 +666,14 @@ def build_report(data_dir: Path, command: str) -> tuple[dict, dict]:
         "policy_version": screener.policy.version,
         "baseline_version": importlib.metadata.version(BASELINE),
         "categories": categories,
-        "unmeasured_categories": {"pii": "no labelled data in ../shared/data; rules only"},
+        "unmeasured_categories": {"pii": "no labelled data in ../shared/data; measured on the synthetic "
+                                         "child-directed test set only (child_directed)"},
         "evaluation_only": {c: {k: v for k, v in figures.items() if k in ("data_sets", "by_data_set")}
                             for c, figures in eval_section.items()},
         "verdicts": verdicts(categories),
         "evasion": evasion_section(screener, data_dir),
         "identity_probe": probe_section(screener, data_dir),
+        "child_directed": child_directed_report.measure(screener, child_directed.read(child_directed.TEST_SET)),
         "caveats": list(CAVEATS),
     }
     return report, {"curves": curves, "rates": rates}
