@@ -41,7 +41,9 @@ def test_known_events_get_exactly_the_expected_decisions_and_alerts(job):
     decided = decisions_by_id(outputs)
     action = {name: decided[e["event_id"]]["action"] for name, e in events.items()}
 
-    assert action == {"friendly": "allow", "lure": "review", "explicit": "block", "malware_link": "block",
+    # The lure: an adult with no history asking a child to move to another app "so we can talk more" is
+    # blocked by the child-directed heads (sexual_minors), and its rule still says why.
+    assert action == {"friendly": "allow", "lure": "block", "explicit": "block", "malware_link": "block",
                       "self_harm": "review", "unknown_user": "allow", "banked_image": "block",
                       "fresh_image": "allow"}
     assert Counter(r.json()["event_id"] for r in outputs["decisions"] if r.json()["event_id"] in ids) == \
@@ -52,12 +54,13 @@ def test_known_events_get_exactly_the_expected_decisions_and_alerts(job):
     assert decided[events["banked_image"]["event_id"]]["scores"]["image_bank_distance"] <= 6
 
     reviews = {r.json()["event_id"] for r in outputs["review"]}
-    assert {events["lure"]["event_id"], events["self_harm"]["event_id"]} <= reviews
+    assert events["self_harm"]["event_id"] in reviews
 
     alerts = [r.json() for r in outputs["alerts"] if r.json()["event_id"] in ids]
-    # The child received the explicit message; the teen (16-17) is outside the alerting bands.
-    assert [(a["event_id"], a["parent_id"], a["child_role"], a["severity"]) for a in alerts] == [
-        (events["explicit"]["event_id"], "parent-of-kid", "recipient", "urgent")]
+    # The child received the lure and the explicit message; the teen (16-17) is outside the alerting bands.
+    assert sorted((a["event_id"], a["parent_id"], a["child_role"], a["severity"]) for a in alerts) == sorted([
+        (events["lure"]["event_id"], "parent-of-kid", "recipient", "urgent"),
+        (events["explicit"]["event_id"], "parent-of-kid", "recipient", "urgent")])
     assert all(r.key == "parent-of-kid" for r in outputs["alerts"] if r.json()["event_id"] in ids)
 
 

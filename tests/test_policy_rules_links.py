@@ -13,10 +13,11 @@ POLICY = load_policy(PROJECT_ROOT / "flink-conf/policy.yaml")
 
 @pytest.mark.parametrize("score, band, voice, action", [
     (0.95, AgeBand.UNDER_13, False, Action.BLOCK),
-    (0.50, AgeBand.UNDER_13, False, Action.REVIEW),
-    (0.80, AgeBand.ADULT, False, Action.WARN),
+    (0.90, AgeBand.UNDER_13, False, Action.REVIEW),
+    (0.50, AgeBand.UNDER_13, False, None),          # game chat's floor put every toxicity threshold above it
+    (0.89, AgeBand.ADULT, False, None),
     (0.95, AgeBand.ADULT, False, Action.REVIEW),   # adults: toxicity is never blocked by the model alone
-    (0.95, AgeBand.UNDER_13, True, Action.REVIEW), # voice: +0.10 margin lifts block from 0.93 out of reach
+    (0.95, AgeBand.UNDER_13, True, None),          # voice: a +0.14 margin lifts every threshold to 1
     (0.03, AgeBand.UNDER_13, False, None),
 ])
 def test_model_thresholds_per_band(score, band, voice, action):

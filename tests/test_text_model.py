@@ -141,16 +141,18 @@ def test_featurizer_params_round_trip_and_reject_unknown_keys():
 # The ONNX graph against a numpy reference
 
 
-def _reference_scores(texts, params, weights, bias):
-    """The same linear model computed from the sparse features, without padding or ONNX."""
-    return expit(vectorize(texts, params) @ weights + bias)
+def _reference_scores(texts, params, weights, bias, domains=2):
+    """The same linear model computed from the sparse features, without padding or ONNX: each domain's heads
+    side by side in `weights` and `bias`, and per category the higher of their probabilities."""
+    both = expit(vectorize(texts, params) @ weights + bias)
+    return both.reshape(len(texts), domains, -1).max(axis=1)
 
 
 def test_graph_equals_numpy_reference_on_a_small_random_model(tmp_path):
     params = FeaturizerParams(n_features=2**8, ngram_range=(3, 5), analyzer="char_wb")
     rng = np.random.default_rng(7)
-    weights = rng.normal(size=(params.n_features, 3)).astype(np.float32)
-    bias = rng.normal(size=3).astype(np.float32)
+    weights = rng.normal(size=(params.n_features, 2 * 3)).astype(np.float32)  # two domains' heads
+    bias = rng.normal(size=2 * 3).astype(np.float32)
     metadata = {"version": "test", "categories": '["toxicity", "hate", "spam"]', "featurizer": params.to_json()}
     path = tmp_path / "tiny.onnx"
     onnx.save(train_text.build_graph(weights, bias, metadata), path)
@@ -254,7 +256,9 @@ def test_probabilities_are_calibrated_at_the_chat_base_rate(manifest, stage1):
     calibration on real chat, which no labelled data here can show)."""
     assert "re-weighted" in manifest["metric_notes"]
     metrics = manifest["test_metrics"]
-    for category in stage1.categories:
+    # pii: no data set with a test split labels it (the child-directed test set is evaluate's part 5).
+    assert set(metrics) == set(stage1.categories) - {"pii"}
+    for category in metrics:
         assert "ece" not in metrics[category] and "brier" not in metrics[category]  # no unlabelled figure
         assert metrics[category]["ece_chat_reweighted"] < 0.05, category
         assert metrics[category]["roc_auc"] > 0.85, category
@@ -371,7 +375,7 @@ def test_threshold_crossing_counts_scores_at_the_threshold_as_crossing():
 def test_manifest_reports_crossings_at_the_shipped_under_13_thresholds(manifest, stage1, policy):
     crossings = manifest["policy_threshold_crossings"]
     assert crossings["band"] == "under_13" and crossings["policy_version"] == policy.version
-    assert set(crossings["categories"]) == set(stage1.categories)
+    assert set(crossings["categories"]) == set(stage1.categories) - {"pii"}  # pii: no test rows here (part 5)
     for category, report in crossings["categories"].items():
         limits = policy.thresholds[category][AgeBand.UNDER_13]
         actions = {action for action in ("warn", "review", "block") if getattr(limits, action) is not None}
