@@ -99,6 +99,9 @@ class LimitsConfig(_Section):
     max_image_bytes: int = Field(375_000, ge=1)
     # Checked from the image header before decoding, against decompression bombs.
     max_image_pixels: int = Field(16_000_000, ge=1)
+    # Local folders an upload's URI (a path or file://) may name; none by default, so an upload cannot make
+    # the job read its own files. Object stores (s3://, gs://, ...) are not affected.
+    upload_roots: list[Path] = []
 
 
 class ModelConfig(_Section):

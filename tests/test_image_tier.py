@@ -266,7 +266,7 @@ def test_a_banked_image_hidden_in_a_later_frame_of_an_animation_is_caught():
 def test_uris_are_read_from_files_and_everything_else_goes_to_dead_letter(tmp_path: Path):
     path = tmp_path / "stripes.png"
     path.write_bytes(stripes())
-    tier = ImageTier(Banks(), LIMITS)
+    tier = ImageTier(Banks(), LIMITS.model_copy(update={"upload_roots": [tmp_path]}))
     results = tier.screen([by_uri(str(path)), by_uri(f"file://{path}"), by_uri("s3://bucket/key.png"),
                            by_uri("https://example.com/a.png"), by_uri(str(tmp_path / "missing.png"))],
                           POLICY, [AgeBand.ADULT] * 5)

@@ -5,6 +5,7 @@ import csv
 import hashlib
 import io
 import itertools
+import os
 import random
 import struct
 import zlib
@@ -288,18 +289,38 @@ def test_decode_frames_returns_the_first_and_sampled_frames():
 def test_read_uri_reads_at_most_one_byte_past_the_cap(tmp_path):
     path = tmp_path / "big.bin"
     path.write_bytes(b"x" * 1000)
-    assert len(read_uri(str(path), 100)) == 101
-    assert read_uri(f"file://{path}", 5000) == b"x" * 1000
+    assert len(read_uri(str(path), 100, [tmp_path])) == 101
+    assert read_uri(f"file://{path}", 5000, [tmp_path]) == b"x" * 1000
 
 
 @pytest.mark.parametrize("uri, reason", [
     ("http://example.com/a.png", "uri_scheme_not_allowed"),
     ("ftp://example.com/a.png", "uri_scheme_not_allowed"),
     ("s3://bucket/a.png", "uri_store_unavailable"),
-    ("/no/such/file.png", "uri_unreadable"),
-    ("/", "uri_unreadable"),
+    ("/uploads/no/such/file.png", "uri_unreadable"),
+    ("/uploads", "uri_unreadable"),                      # a folder, not a file
+    ("file:///proc/self/environ", "uri_outside_roots"),  # the job's own secrets (issue 13)
+    ("/uploads/../etc/passwd", "uri_outside_roots"),     # a way out of the folder
+    ("/etc/passwd", "uri_outside_roots"),
 ])
-def test_unreadable_uris_say_why(uri, reason):
+def test_unreadable_uris_say_why(uri, reason, tmp_path):
+    root = tmp_path / "uploads"
+    root.mkdir()
     with pytest.raises(ImageRejected) as rejected:
-        read_uri(uri, 1000)
+        read_uri(uri.replace("/uploads", str(root)), 1000, [root])
     assert rejected.value.reason == reason
+
+
+def test_a_fifo_in_the_upload_folder_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    with pytest.raises(ImageRejected, match="not a regular file"):
+        read_uri(str(fifo), 1000, [tmp_path])
+
+
+def test_no_local_path_is_read_when_no_upload_folder_is_configured(tmp_path):
+    path = tmp_path / "a.png"
+    path.write_bytes(b"x")
+    with pytest.raises(ImageRejected) as rejected:
+        read_uri(str(path), 1000)
+    assert rejected.value.reason == "uri_outside_roots" and "none configured" in rejected.value.detail

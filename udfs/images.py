@@ -16,7 +16,8 @@ from __future__ import annotations
 import hashlib
 import io
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
 
 from urllib.parse import urlsplit
 
@@ -45,6 +46,7 @@ REASON_UNDECODABLE = "undecodable"  # an allowed format, but truncated or corrup
 REASON_URI_SCHEME_NOT_ALLOWED = "uri_scheme_not_allowed"
 REASON_URI_STORE_UNAVAILABLE = "uri_store_unavailable"  # an object store whose library is not installed
 REASON_URI_UNREADABLE = "uri_unreadable"
+REASON_URI_OUTSIDE_ROOTS = "uri_outside_roots"  # a local path outside the configured upload folders
 
 # Object stores read through fsspec, each only when its filesystem package (s3fs, gcsfs, adlfs) is
 # installed. Web schemes are left out on purpose: the job makes no outbound requests.
@@ -73,12 +75,20 @@ class ImageHashes:
     pdq_quality: int  # 0-100; below the policy's minimum the PDQ hash is not matched
 
 
-def read_uri(uri: str, max_bytes: int) -> bytes:
-    """The bytes behind an upload's URI (a local path, ``file://``, or an object store), at most
-    ``max_bytes + 1`` of them read so that ``decode_image`` can refuse an oversized file."""
+def read_uri(uri: str, max_bytes: int, local_roots: Sequence[Path] = ()) -> bytes:
+    """The bytes behind an upload's URI (a local path or ``file://`` inside one of `local_roots`, or an
+    object store), at most ``max_bytes + 1`` of them read so that ``decode_image`` can refuse an oversized
+    file. A local path elsewhere (``file:///proc/self/environ``), or anything but a regular file there (a
+    FIFO would block the reader), is refused: an upload names the platform's images, not the job's files."""
     scheme = urlsplit(uri).scheme.lower()
     if scheme in ("", "file"):
-        return _read_capped(lambda: open(uri.removeprefix("file://"), "rb"), max_bytes)
+        path = Path(uri.removeprefix("file://")).resolve()
+        if not any(path.is_relative_to(Path(root).resolve()) for root in local_roots):
+            raise ImageRejected(REASON_URI_OUTSIDE_ROOTS, f"{path} is outside the upload folders "
+                                                          f"({', '.join(map(str, local_roots)) or 'none configured'})")
+        if path.exists() and not path.is_file():
+            raise ImageRejected(REASON_URI_UNREADABLE, f"{path} is not a regular file")
+        return _read_capped(lambda: open(path, "rb"), max_bytes)
     if scheme not in OBJECT_STORE_SCHEMES:
         raise ImageRejected(REASON_URI_SCHEME_NOT_ALLOWED,
                             f"{scheme}:// (allowed: local paths, file://, {', '.join(OBJECT_STORE_SCHEMES)})")
