@@ -52,7 +52,6 @@ from models.child_directed import report as child_directed_report
 from models.datasets import DATA_SETS, DEFAULT_DATA_DIR, LabelledText, load, split_for
 from models.metrics import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CALIBRATION_BINS, auc_interval,
                             expected_calibration_error, pr_auc, prior_weights, recall_at_fpr, roc_auc)
-from models.splits import split_of
 from udfs.screening import Screener
 
 matplotlib.use("Agg")  # files only, no display

@@ -26,7 +26,7 @@ import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Mapping
 
 FOLDER = Path(__file__).resolve().parent
 TRAIN_SEEDS, VAL_SET, TEST_SET = (FOLDER / name for name in ("train_seeds.jsonl", "val_set.jsonl", "test_set.jsonl"))
@@ -194,10 +194,6 @@ def augment(seed: str, benign_pool: list[str], rng: random.Random) -> str:
     if benign_pool and rng.random() < 0.15:
         text = f"{rng.choice(benign_pool)} {text}"
     return _case(text, rng)
-
-
-def _seeded(text: str) -> random.Random:
-    return random.Random(int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big"))
 
 
 def benign_pool(seeds: list[Message]) -> list[str]:
