@@ -43,6 +43,9 @@ def _details(result: ImageResult | Rejected) -> dict:
 def score_images(screener: Screener, target: Path, age_band: AgeBand = AgeBand.UNDER_13) -> Iterator[dict]:
     """One result per image file under ``target``: hashes, matches, model scores, action and reasons."""
     tier = screener.image_tier
+    # The files named on the command line are this run's upload folder (the job reads only configured ones).
+    folder = target.resolve() if target.is_dir() else target.resolve().parent
+    tier.limits = tier.limits.model_copy(update={"upload_roots": [*tier.limits.upload_roots, folder]})
     inspector = ImageTier(tier.banks, tier.limits, tier.model, tier.clock)
     files = image_files(target)
     sender = UserProfile(user_id="sender", age_band=age_band)
