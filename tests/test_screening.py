@@ -201,3 +201,15 @@ def test_a_lone_surrogate_is_replaced_for_screening_and_the_batch_keeps_its_mode
     decisions = [o for o in screener.screen([odd, fine], now_ms=1_050).outputs if isinstance(o, Decision)]
     assert "characters that are not text (lone surrogates) replaced for screening" in decisions[0].reasons
     assert all(not any(r.startswith("model:error") for r in d.reasons) for d in decisions)
+
+
+def test_personal_information_is_masked_in_what_reviewers_and_parents_read(screener):
+    shared = direct("my number is 555-123-4567 and my email is kid123@example.com, snap: coolkid12",
+                    sender=KID, recipient=ADULT)
+    outputs = screener.screen([shared], now_ms=1_050).outputs
+    (decision,) = [o for o in outputs if isinstance(o, Decision)]
+    readable = list(decision.reasons)
+    readable += [text for o in outputs if isinstance(o, ReviewItem) for text in (o.excerpt, *o.reasons)]
+    readable += [r for o in outputs if isinstance(o, ParentAlert) for r in o.reasons]
+    assert decision.action == "block" and any("'[phone]'" in r for r in decision.reasons)
+    assert not [t for t in readable if "555" in t or "kid123" in t or "coolkid12" in t]

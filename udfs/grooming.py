@@ -53,6 +53,7 @@ import numpy as np
 from features.profiles import UserProfile
 from lifeguard.config import GroomingConfig
 from lifeguard.schemas import AgeBand, ChatMessage, Decision, ParentAlert, ReviewItem
+from udfs.redact import redact
 
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
@@ -304,7 +305,7 @@ def conversation_turn(message: ChatMessage, sender: UserProfile, recipient: User
     return ConversationTurn(
         pair=pair_key(sender.user_id, recipient.user_id), child_id=child.user_id, contact_id=contact.user_id,
         child_band=child.effective_age_band, contact_band=contact.age_band, friends=child.is_friend(contact.user_id),
-        parent_to_alert=alert, timezone=child.timezone, message=signals, excerpt=message.text[:settings.excerpt_chars])
+        parent_to_alert=alert, timezone=child.timezone, message=signals, excerpt=redact(message.text)[:settings.excerpt_chars])
 
 
 # ---- the pair: state, risk, outputs ---------------------------------------------------------------

@@ -27,7 +27,9 @@ from udfs.grooming import (ConversationTurn, GroomingSettings, MessageBank, Room
 from udfs.image_model import ImageModel
 from udfs.image_tier import Banks, ImageResult, ImageTier, load_image_banks
 from udfs.parse import Rejected, SourceRef, dead_letter
-from udfs.policy import CHILD_IMAGE, CONTACT, Policy, Signal, Verdict, behaviour_tightening, contact_signals, decide, load_policy, soften
+from udfs.policy import (CHILD_IMAGE, CONTACT, Policy, Signal, Verdict, behaviour_tightening, contact_signals, decide,
+                         load_policy, soften)
+from udfs.redact import redact
 from udfs.text_model import ScoredTexts, TextModel
 from udfs.text_tier import TextTier
 
@@ -212,6 +214,8 @@ class Screener:
                                           for s in signals):
             notes += (tightening.reason,)
         verdict = decide(signals, notes + fallback_notes(item))
+        # People read these (reviewers, parents, `lifeguard tail`): a number a rule quotes is masked.
+        verdict = Verdict(verdict.action, tuple(map(redact, verdict.reasons)), verdict.categories)
         decision = Decision(
             event_id=event.event_id, user_id=event.user_id,
             kind="chat" if isinstance(event, ChatMessage) else "upload", action=verdict.action,
@@ -239,7 +243,7 @@ class Screener:
         return ReviewItem(event_id=item.event.event_id, user_id=item.event.user_id,
                           kind="chat" if isinstance(item.event, ChatMessage) else "upload",
                           priority=round(priority, 4), categories=list(verdict.categories),
-                          reasons=list(verdict.reasons), excerpt=text[:EXCERPT_CHARS], created_ts=now_ms)
+                          reasons=list(verdict.reasons), excerpt=redact(text)[:EXCERPT_CHARS], created_ts=now_ms)
 
     def _child_image_alert(self, item: ScreeningInput, signals: list[Signal], now_ms: int) -> Iterable[ParentAlert]:
         """The parent of a child who sent their own image to an adult who is not a friend hears of it."""
