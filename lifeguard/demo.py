@@ -25,6 +25,7 @@ from lifeguard.schemas import AgeBand
 from lifeguard.simulator import DAY_MS, InjectedCase, Platform, blocklist_images, build_platform, generate_events, \
     malformed_records, play_day
 from udfs.images import decode_image, image_hashes
+from udfs.policy import CONTACT
 
 CAUGHT_ACTIONS = {"block": {"block"}, "review": {"block", "review"}}
 
@@ -170,7 +171,7 @@ def summary(cfg: LifeguardConfig, published: Published, outputs: dict[str, list[
 
 
 def _by_contact(decision: dict) -> bool:
-    return any(reason.startswith("contact:") for reason in decision["reasons"])
+    return any(reason.startswith(f"{CONTACT}:") for reason in decision["reasons"])
 
 
 def publish_play_day(cfg: LifeguardConfig, platform: Platform, children: list[str], seed: int,

@@ -77,6 +77,7 @@ from models.datasets import DATA_SETS, split_for
 from models.datasets import load as load_data_set
 from models.splits import split_of
 from udfs.images import ImageHashes, decode_image, hamming, image_hashes
+from udfs.policy import contact_allowed
 
 DEFAULT_DATA_DIR = PROJECT_ROOT.parent / "shared" / "data"
 
@@ -1130,8 +1131,7 @@ class _Simulation:
         """Whether the child's contact setting lets `sender` send a direct message: where it does not, the
         platform's own client does not offer one, and an injected case would be caught by the setting
         rather than by what it says."""
-        setting = self.platform.by_id[child].dm_policy
-        return setting == "everyone" or (setting == "friends" and sender in self.platform.by_id[child].friend_ids)
+        return contact_allowed(self.platform.by_id[sender], self.platform.by_id[child])
 
     def _to_child(self, now: int, sender: str, text: str, truth: _Truth) -> list[SimEvent] | None:
         """A DM to a child whose settings allow it, or a message in a child's room (the sender joins it first)."""

@@ -103,11 +103,11 @@ def training_rows(examples: Sequence[Example]) -> tuple[list[str], np.ndarray]:
         real = [np.nan if synthetic else e.record.labels.get(c, np.nan) for c in TUNED_CATEGORIES]
         return real + [e.record.labels.get(c, np.nan) if synthetic else np.nan for c in CHILD_DIRECTED_TUNED]
 
-    chosen = [e for e in examples if e.data_set.usage == "train" and e.split == "train"
-              and not np.all(np.isnan(labels_of(e)))]
-    labels = np.array([labels_of(e) for e in chosen], dtype=np.float32)
+    labelled = [(e, labels_of(e)) for e in examples if e.data_set.usage == "train" and e.split == "train"]
+    chosen = [(e, row) for e, row in labelled if not np.all(np.isnan(row))]
+    labels = np.array([row for _, row in chosen], dtype=np.float32)
     identity_terms = identity_pattern(IDENTITY_TERMS)
-    return [tuned_input(e.record.text, identity_terms) for e in chosen], labels
+    return [tuned_input(e.record.text, identity_terms) for e, _ in chosen], labels
 
 
 def length_pooled_batches(lengths: np.ndarray, rng: random.Random) -> list[np.ndarray]:

@@ -181,20 +181,30 @@ def friends(a: UserProfile, b: UserProfile) -> bool:
     return a.is_friend(b.user_id) or b.is_friend(a.user_id)
 
 
+def contact_setting(recipient: UserProfile, image: bool) -> str:
+    """The recipient's setting for direct messages or images; one it does not know is the platform's default
+    for the youngest band, friends only (``UserProfile``'s default)."""
+    setting = recipient.image_policy if image else recipient.dm_policy
+    return setting if setting in CONTACT_SETTINGS else UserProfile.dm_policy
+
+
+def contact_allowed(sender: UserProfile, recipient: UserProfile, image: bool = False) -> bool:
+    """Whether `recipient`'s setting lets `sender` send a direct message (or an image) at all."""
+    setting = contact_setting(recipient, image)
+    return setting == "everyone" or (setting == "friends" and friends(sender, recipient))
+
+
 def contact_signals(policy: ContactPolicy, sender: UserProfile, recipient: UserProfile | None,
                     image: bool) -> list[Signal]:
     """The contact settings' signals on a direct message (``image`` false) or image sent to `recipient`.
-    A setting the profile does not hold, or a value it does not know, is the platform's default for the
-    youngest band: friends only (``UserProfile``'s default)."""
+    A setting the profile does not hold, or a value it does not know, is friends only (`contact_setting`)."""
     if recipient is None:
         return []
     if recipient.effective_age_band.is_minor:
-        what = "images" if image else "direct messages"
-        setting = recipient.image_policy if image else recipient.dm_policy
-        if setting not in CONTACT_SETTINGS:
-            setting = UserProfile.dm_policy
-        if setting == "everyone" or (setting == "friends" and friends(sender, recipient)):
+        if contact_allowed(sender, recipient, image):
             return []
+        what = "images" if image else "direct messages"
+        setting = contact_setting(recipient, image)
         allowed = "from no one" if setting == "nobody" else "from friends only"
         return [Signal(CONTACT, policy.not_allowed_action,
                        f"contact:{recipient.user_id} accepts {what} {allowed} ({'image_policy' if image else 'dm_policy'} "

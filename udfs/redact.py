@@ -3,8 +3,8 @@
 A rule that finds a phone number quotes it in its reason (`rule:personal_information_shared matched
 '555-123-4567'`), and a review excerpt is the message itself; reviewers and parents need to know that a
 number, an address or another app's handle was given, not what it was. The patterns follow the policy's
-personal-information and off-platform rules (flink-conf/policy.yaml); they run on the few reasons and the
-one excerpt of a message that is acted on, never on every message.
+personal-information and off-platform rules (flink-conf/policy.yaml); they run on a decision's few
+reasons and on the excerpt of a message sent to review, not on the text of every message.
 """
 from __future__ import annotations
 
