@@ -324,3 +324,33 @@ def test_no_local_path_is_read_when_no_upload_folder_is_configured(tmp_path):
     with pytest.raises(ImageRejected) as rejected:
         read_uri(str(path), 1000)
     assert rejected.value.reason == "uri_outside_roots" and "none configured" in rejected.value.detail
+
+
+def _gif_with_frame_size(first: tuple[int, int], later: tuple[int, int]) -> bytes:
+    """A two-frame GIF whose header (and first frame) says ``first`` and whose second frame's descriptor
+    claims ``later``: PIL enlarges the canvas when it reaches that frame (the pixel data stays tiny)."""
+    frames = [Image.new("RGB", first, colour) for colour in ("red", "blue")]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    data = buffer.getvalue()
+    descriptor = b"," + struct.pack("<4H", 0, 0, *first)
+    second = data.index(descriptor, data.index(descriptor) + 1)
+    return data[:second] + b"," + struct.pack("<4H", 0, 0, *later) + data[second + 9:]
+
+
+def test_a_later_gif_frame_larger_than_the_limit_is_refused_before_it_is_decoded():
+    hostile = _gif_with_frame_size((16, 16), (5_000, 5_000))
+    assert Image.open(io.BytesIO(hostile)).size == (16, 16)  # the header passes the pixel check
+    with pytest.raises(ImageRejected) as rejected:
+        decode_frames(hostile, 100_000, 1_000_000)
+    assert rejected.value.reason == "too_many_pixels" and "frame 1 enlarges the canvas to 5000x5000" in rejected.value.detail
+
+
+def test_a_large_animation_walks_only_the_frames_its_pixel_budget_allows():
+    colours = ("red", "green", "blue", "yellow", "white", "black", "purple", "orange")
+    frames = [Image.new("RGB", (16, 16), colour) for colour in colours]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    # 16 x 16 = 256 pixels a frame: a budget of 3 frames' pixels samples within the first three.
+    decoded = decode_frames(buffer.getvalue(), 100_000, 3 * 256, frames=4)
+    assert [f.getpixel((8, 8)) for f in decoded] == [(255, 0, 0), (0, 128, 0), (0, 0, 255)]

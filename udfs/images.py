@@ -53,7 +53,7 @@ REASON_URI_OUTSIDE_ROOTS = "uri_outside_roots"  # a local path outside the confi
 OBJECT_STORE_SCHEMES = ("s3", "gs", "gcs", "az", "abfs")
 
 # Frames of an animation that are decoded and screened: the first, and up to this many in all spread
-# evenly over the first FRAME_SCAN_LIMIT frames (GIF frames decode in sequence, so the limit bounds the work).
+# evenly over the first FRAME_SCAN_LIMIT frames, fewer when the canvas is large (``_frames_in_budget``).
 SAMPLED_FRAMES = 4
 FRAME_SCAN_LIMIT = 64
 
@@ -125,15 +125,45 @@ def decode_frames(data: bytes, max_bytes: int, max_pixels: int, frames: int = SA
     if len(data) > max_bytes:
         raise ImageRejected(REASON_TOO_MANY_BYTES, f"more than {max_bytes} bytes")
     image = _open_header(data)
-    width, height = image.size
-    if width * height > max_pixels:
-        raise ImageRejected(REASON_TOO_MANY_PIXELS, f"{width}x{height} > {max_pixels} pixels")
+    _check_canvas(image, max_pixels, 0)
     try:
-        return [_decoded_frame(image, index) for index in _sampled_frames(getattr(image, "n_frames", 1), frames)]
+        # n_frames reads the frame headers only (no canvas growth, no pixels); decoding then walks frame by frame.
+        wanted = _sampled_frames(_frames_in_budget(image, max_pixels), frames)
+        decoded, walked_pixels = [], 0
+        for index in range(wanted[-1] + 1):
+            if index:
+                image.seek(index)  # decodes the frame before, and may enlarge the canvas for this one
+                _check_canvas(image, max_pixels, index)
+            walked_pixels += image.size[0] * image.size[1]
+            if walked_pixels > max_pixels:  # an enlarged canvas spent the budget: the frames decoded so far
+                break
+            if index in wanted:
+                decoded.append(_decoded_frame(image))
+        return decoded
+    except ImageRejected:
+        raise
+    except Image.DecompressionBombError as error:  # a frame far past the ceiling, refused by PIL itself
+        raise ImageRejected(REASON_TOO_MANY_PIXELS, str(error)) from error
     # The decoders raise many exception types on hostile or truncated input (OSError, SyntaxError,
     # ValueError, struct.error, ...): each is a rejected upload, never a crashed job.
     except Exception as error:  # noqa: BLE001
         raise ImageRejected(REASON_UNDECODABLE, f"{type(error).__name__}: {error}") from error
+
+
+def _check_canvas(image: Image.Image, max_pixels: int, frame: int) -> None:
+    """Before a frame is decoded: a GIF frame reaching past the canvas makes PIL enlarge the canvas for it and
+    every frame after, so a small header can hide a huge frame. Each frame's canvas is held to ``max_pixels``."""
+    width, height = image.size
+    if width * height > max_pixels:
+        where = "" if frame == 0 else f"frame {frame} enlarges the canvas to "
+        raise ImageRejected(REASON_TOO_MANY_PIXELS, f"{where}{width}x{height} > {max_pixels} pixels")
+
+
+def _frames_in_budget(image: Image.Image, max_pixels: int) -> int:
+    """Frames that may be walked: GIF frames decode in sequence, each over the whole canvas, so at most
+    ``max_pixels`` pixels are decoded in all, and never more than FRAME_SCAN_LIMIT frames."""
+    width, height = image.size
+    return max(1, min(getattr(image, "n_frames", 1), FRAME_SCAN_LIMIT, max_pixels // max(width * height, 1)))
 
 
 def _sampled_frames(n_frames: int, frames: int) -> list[int]:
@@ -142,8 +172,7 @@ def _sampled_frames(n_frames: int, frames: int) -> list[int]:
     return sorted({round(i * (scanned - 1) / max(count - 1, 1)) for i in range(count)})
 
 
-def _decoded_frame(image: Image.Image, index: int) -> Image.Image:
-    image.seek(index)  # a no-op for still images
+def _decoded_frame(image: Image.Image) -> Image.Image:
     image.load()
     return _flatten_to_rgb(ImageOps.exif_transpose(image))
 
