@@ -104,6 +104,21 @@ class LimitsConfig(_Section):
     upload_roots: list[Path] = []
 
 
+class ControlConfig(_Section):
+    """What an update on the control topics may change (``udfs.control``): anyone who can write to them
+    steers every decision, so an update that would quietly stop or flood moderation is refused."""
+    # No model threshold below this: a block at 0 acts on every message.
+    threshold_floor: float = Field(0.01, ge=0, le=1)
+    # A new policy is tried on the model scores of this many recently screened messages (no text is
+    # kept) and refused if it changes the share acted on, or the share blocked, by more than
+    # max_acted_share_change; tried once at least min_sample messages are held.
+    recent_sample: int = Field(2_000, ge=0)
+    min_sample: int = Field(200, ge=1)
+    max_acted_share_change: float = Field(0.05, ge=0, le=1)
+    # Hashes one bank may hold (banks file and topic together); an add past it is refused.
+    max_bank_hashes: int = Field(1_000_000, ge=1)
+
+
 class ModelConfig(_Section):
     text_model: Path = Path("models/build/text_linear.onnx")
     # The cascade's second stage (MiniLM + heads, one ONNX graph) and the MiniLM tokenizer, both built by
@@ -177,6 +192,7 @@ class LifeguardConfig(_Section):
     feast: FeastConfig = FeastConfig()
     job: JobConfig = JobConfig()
     limits: LimitsConfig = LimitsConfig()
+    control: ControlConfig = ControlConfig()
     models: ModelConfig = ModelConfig()
     features: FeaturesConfig = FeaturesConfig()
     grooming: GroomingConfig = GroomingConfig()

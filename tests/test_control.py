@@ -156,6 +156,72 @@ def test_replaying_the_policy_in_force_is_accepted():
     assert apply_policy_update(POLICY, policy_update(document())) == POLICY
 
 
+def with_threshold(category: str, band: str, action: str, value, version: str = "v2") -> dict:
+    doc = document(version=version)
+    doc["thresholds"][category][band][action] = value
+    return doc
+
+
+def _shipped_bank_policy_doc(kind: str) -> dict:
+    doc = document(version="v2")
+    doc.setdefault("images", {}).setdefault("banks", {})["known-bad"] = {"kind": kind}
+    return doc
+
+
+@pytest.mark.parametrize("doc, says", [
+    (document(version="v2", thresholds={k: v for k, v in DOCUMENT["thresholds"].items() if k != "threat"}),
+     "thresholds.threat dropped"),
+    (with_threshold("sexual_minors", "under_13", "block", 0.0), "thresholds.sexual_minors.under_13.block 0 is below the floor 0.01"),
+    (with_threshold("threat", "under_13", "block", None), "thresholds.threat.under_13.block removed for a minor"),
+    (_shipped_bank_policy_doc("allow"), "images.banks.known-bad turned from block into an allow bank"),
+])
+def test_a_policy_update_that_would_stop_or_flood_moderation_is_refused(doc, says):
+    with pytest.raises(Rejected) as caught:
+        apply_policy_update(POLICY, policy_update(doc))
+    assert caught.value.error_kind == "unprocessable" and says in caught.value.reason
+
+
+def test_an_adult_only_loosening_and_a_new_review_bank_are_accepted():
+    doc = _shipped_bank_policy_doc("review")
+    doc["thresholds"]["toxicity"]["adult"]["warn"] = None
+    assert apply_policy_update(POLICY, policy_update(doc)).version == "v2"
+
+
+# Recent traffic as the screener keeps it: mostly clean messages, 4% near the under-13 review line for threat.
+THREAT = POLICY.thresholds["threat"][AgeBand.UNDER_13]
+RECENT = [(AgeBand.UNDER_13, {"threat": 0.0, "toxicity": 0.0})] * 480 + \
+         [(AgeBand.UNDER_13, {"threat": THREAT.review + 0.01, "toxicity": 0.0})] * 20
+
+
+def test_a_policy_that_would_act_on_far_more_recent_messages_is_refused_and_a_small_change_is_not():
+    lower = with_threshold("threat", "under_13", "review", 0.011)
+    lower["thresholds"]["threat"]["under_13"]["warn"] = None
+    recent = RECENT + [(AgeBand.UNDER_13, {"threat": 0.02, "toxicity": 0.0})] * 40  # 40 of 540 newly acted on
+    with pytest.raises(Rejected) as caught:
+        apply_policy_update(POLICY, policy_update(lower), recent=recent)
+    assert "it would have acted on 11.1% of the last 540 messages, against 3.7% now" in caught.value.reason
+    # The same change is taken when little recent traffic is held (nothing to try it on), and a change
+    # that moves fewer messages passes on the same sample.
+    assert apply_policy_update(POLICY, policy_update(lower), recent=recent[:100]).version == "v2"
+    slight = with_threshold("threat", "under_13", "review", round(THREAT.review + 0.02, 2))
+    assert apply_policy_update(POLICY, policy_update(slight), recent=recent).version == "v2"
+
+
+def test_a_bank_holding_the_most_hashes_takes_no_more():
+    banks = Banks()
+    apply_bank_update(banks, bank_update("add"), max_bank_hashes=2)
+    apply_bank_update(banks, bank_update("add", signal_type="sha256", hash=SHA), max_bank_hashes=2)
+    with pytest.raises(Rejected) as caught:
+        apply_bank_update(banks, bank_update("add", hash=OTHER_HASH, event_id="hb-3"), max_bank_hashes=2)
+    assert "holds 2 hashes, the most one bank may" in caught.value.reason and banks.size("known-bad") == 2
+    apply_bank_update(banks, bank_update("remove"), max_bank_hashes=2)  # removing makes room
+    apply_bank_update(banks, bank_update("add", hash=OTHER_HASH), max_bank_hashes=2)
+    assert banks.snapshot() == {"known-bad": Bank(phash={OTHER_HASH}, sha256={SHA})}
+
+
+OTHER_HASH = "0000000000000002"
+
+
 # ---- bank updates -------------------------------------------------------------------------------
 
 OTHER = "0000000000000001"

@@ -102,13 +102,18 @@ def test_a_malformed_policy_update_goes_to_dead_letter_and_the_policy_in_force_s
     not_json = f"{{policy {run_id()}".encode()
     # Valid on its own, but reusing the version in force for other content: refused where it applies.
     same_version = json.dumps(policy_update({**in_force, "voice_margin": 0.5})).encode()
-    job.produce([("policy_updates", invalid), ("policy_updates", not_json), ("policy_updates", same_version)])
-    letters = dead_letters_for(job, [invalid, not_json, same_version])
+    # Valid, but blocking every message sent to a child: refused by the guard (udfs.control.unsafe_change).
+    blocks_all = copy.deepcopy(in_force) | {"version": f"test-all-{run_id()}"}
+    blocks_all["thresholds"]["toxicity"]["under_13"]["block"] = 0
+    unsafe = json.dumps(policy_update(blocks_all)).encode()
+    job.produce([("policy_updates", value) for value in (invalid, not_json, same_version, unsafe)])
+    letters = dead_letters_for(job, [invalid, not_json, same_version, unsafe])
 
     assert {value: letter["error_kind"] for value, letter in letters.items()} == {
-        invalid: "invalid", not_json: "not_json", same_version: "invalid"}
+        invalid: "invalid", not_json: "not_json", same_version: "invalid", unsafe: "unprocessable"}
     assert "thresholds" in letters[invalid]["reason"]
     assert "in force with different content" in letters[same_version]["reason"]
+    assert "thresholds.toxicity.under_13.block 0 is below the floor" in letters[unsafe]["reason"]
     assert {letter["source_topic"] for letter in letters.values()} == {job.cfg.kafka.topics.policy_updates}
     later = decide(job, "chat", chat("teen", "nice build!", room="lobby"))
     assert later["policy_version"] == in_force["version"]

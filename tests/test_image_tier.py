@@ -17,7 +17,7 @@ from lifeguard.config import load_config
 from lifeguard.schemas import Action, AgeBand, Upload
 from lifeguard.simulator import IMAGE_EDITS, blocklist_images, edited_reupload, encode_image, procedural_image
 from udfs.image_model import ImageModel
-from udfs.image_policy import FloodControl, ImagePolicy
+from udfs.image_policy import BankPolicy, FloodControl, ImagePolicy
 from udfs.image_tier import BankMatch, Banks, FloodGuard, ImageResult, ImageTier
 from udfs.images import decode_image, image_hashes
 from udfs.parse import Rejected
@@ -34,8 +34,8 @@ BANKED_PHOTOS = [PDQ_IMAGES / "bridge-mods/aaa-orig.jpg", PDQ_IMAGES / "labelme-
                  PDQ_IMAGES / "labelme-subset/q0746.jpg"]
 
 
-def upload(data: bytes, event_id: str = "u-1") -> Upload:
-    return Upload(schema_version=1, event_id=event_id, ts=1, user_id="u", room_id="lobby", content_type="image/png",
+def upload(data: bytes, event_id: str = "u-1", user_id: str = "u") -> Upload:
+    return Upload(schema_version=1, event_id=event_id, ts=1, user_id=user_id, room_id="lobby", content_type="image/png",
                   image_b64=base64.b64encode(data).decode())
 
 
@@ -49,8 +49,8 @@ def hashes_of(data: bytes):
 
 
 def screen_one(tier: ImageTier, data: bytes, policy: ImagePolicy = POLICY,
-               band: AgeBand = AgeBand.UNDER_13) -> ImageResult:
-    (result,) = tier.screen([upload(data)], policy, [band])
+               band: AgeBand = AgeBand.UNDER_13, user_id: str = "u") -> ImageResult:
+    (result,) = tier.screen([upload(data, user_id=user_id)], policy, [band])
     assert not isinstance(result, Rejected), result
     return result
 
@@ -209,38 +209,61 @@ HOT = BankMatch("shared-list", "pdq", "ab" * 32, 3)
 
 def test_a_steady_rate_is_never_quarantined():
     guard = FloodGuard()
-    notes = [guard.quarantine_note(HOT, FLOOD, t) for t in np.arange(0, 3600, 10.0)]  # 6 a window, for an hour
+    notes = [guard.quarantine_note(HOT, f"user-{t}", FLOOD, t) for t in np.arange(0, 3600, 10.0)]  # 6 a window
     assert notes == [None] * len(notes)
 
 
-def test_a_spike_far_above_the_usual_rate_is_quarantined_then_released():
+def test_a_spike_of_senders_far_above_the_usual_rate_is_quarantined_then_released():
     guard = FloodGuard()
-    for t in range(0, 600, 30):  # the usual: 2 matches a window
-        assert guard.quarantine_note(HOT, FLOOD, t) is None
-    spike = [guard.quarantine_note(HOT, FLOOD, 600 + i * 0.5) for i in range(30)]
-    assert spike[:9] == [None] * 9 and all(spike[9:])  # from the 10th match in one window: > 5 x 1.99.. and >= 10
-    assert "10 matches in 60 s against a usual 2.0" in spike[9]
-    assert guard.quarantine_note(HOT, FLOOD, 1000) is not None  # still quarantined, the window is quiet
-    # Each match above the spike line re-arms the quarantine: the last came at 614.5 s.
-    assert guard.quarantine_note(HOT, FLOOD, 614.5 + 600 + 1) is None
+    for t in range(0, 600, 30):  # the usual: 2 senders a window
+        assert guard.quarantine_note(HOT, f"usual-{t}", FLOOD, t) is None
+    spike = [guard.quarantine_note(HOT, f"spike-{i}", FLOOD, 600 + i * 0.5) for i in range(30)]
+    assert spike[:9] == [None] * 9 and all(spike[9:])  # from the 10th sender in one window: > 5 x 1.99.. and >= 10
+    assert "10 senders in 60 s against a usual 2.0" in spike[9]
+    assert guard.quarantine_note(HOT, "later", FLOOD, 1000) is not None  # still quarantined, the window is quiet
+    # Each sender above the spike line re-arms the quarantine: the last came at 614.5 s.
+    assert guard.quarantine_note(HOT, "much-later", FLOOD, 614.5 + 600 + 1) is None
     other = BankMatch("shared-list", "pdq", "cd" * 32, 3)
-    assert guard.quarantine_note(other, FLOOD, 1000) is None  # counted per bank hash
+    assert guard.quarantine_note(other, "later", FLOOD, 1000) is None  # counted per bank hash
+
+
+def test_one_sender_re_uploading_a_banked_image_cannot_quarantine_its_hash():
+    guard = FloodGuard()
+    assert [guard.quarantine_note(HOT, "attacker", FLOOD, i * 0.1) for i in range(100)] == [None] * 100
+
+
+def _flooded(data: bytes, banks: Banks, policy: ImagePolicy, uploads: int) -> list[ImageResult]:
+    """The same image from ``uploads`` senders, a tenth of a second apart."""
+    now = [0.0]
+    tier = ImageTier(banks, LIMITS, clock=lambda: now[0])
+    results = []
+    for sender in range(uploads):
+        now[0] += 0.1
+        results.append(screen_one(tier, data, policy, user_id=f"sender-{sender}"))
+    return results
 
 
 def test_a_flood_quarantined_hash_routes_to_review():
     data = stripes()
     banks = Banks()
     banks.add("block", "phash", [hashes_of(data).phash])
-    now = [0.0]
-    tier = ImageTier(banks, LIMITS, clock=lambda: now[0])
-    policy = POLICY.model_copy(update={"flood": FLOOD})
-    actions = []
-    for _ in range(12):
-        now[0] += 0.1
-        actions.append(action_of(screen_one(tier, data, policy)))
-    assert actions[:9] == [Action.BLOCK] * 9 and actions[9:] == [Action.REVIEW] * 3  # min_matches 10
-    reasons = [s.reason for s in screen_one(tier, data, policy).signals if s.category == "image_bank"]
-    assert "block bank match, flood: 13 matches in 60 s" in reasons[0]
+    results = _flooded(data, banks, POLICY.model_copy(update={"flood": FLOOD}), uploads=13)
+    assert [action_of(r) for r in results] == [Action.BLOCK] * 9 + [Action.REVIEW] * 4  # min_matches 10
+    reasons = [s.reason for s in results[-1].signals if s.category == "image_bank"]
+    assert "block bank match, flood: 13 senders in 60 s" in reasons[0]
+
+
+@pytest.mark.parametrize("bank_policy, signal_type", [
+    ({}, "sha256"),  # an exact match is the same file: never a meme's false match
+    ({"known-bad": BankPolicy(flood_quarantine=False)}, "phash"),  # a bank of confirmed cases
+])
+def test_exact_matches_and_known_bad_banks_are_never_quarantined(bank_policy, signal_type):
+    data = stripes()
+    banks = Banks()
+    hashes = hashes_of(data)
+    banks.add("known-bad", signal_type, [hashes.sha256 if signal_type == "sha256" else hashes.phash])
+    policy = POLICY.model_copy(update={"flood": FLOOD, "banks": bank_policy})
+    assert [action_of(r) for r in _flooded(data, banks, policy, uploads=30)] == [Action.BLOCK] * 30
 
 
 # ---- animations, URIs, the model ------------------------------------------------------------------------------

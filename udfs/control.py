@@ -13,18 +13,25 @@ rebuilds the copy after a failure.
   review or allow, and its distances are policy: ``udfs.image_policy``). Updates are idempotent (adding a
   present hash, removing an absent one, disabling a disabled bank change nothing), so a replay after a
   restore does no harm. A disabled bank keeps its hashes and matches nothing until enabled again.
+
+Anyone who can write a control topic steers every decision, so an update that is valid but unsafe is
+refused as well (``unsafe_change``: a category or a minor's action dropped, a threshold under the floor, a
+bank turned into an allow bank, a large change in the share of recent messages acted on), and a bank's
+growth is bounded (``ControlConfig``).
 """
 from __future__ import annotations
 
 import json
 import re
-from typing import Iterable
+from typing import Iterable, Mapping, Sequence
 
 from pydantic import ValidationError
 
-from lifeguard.schemas import CONTROL_SCHEMAS, SCHEMA_VERSION, HashBankUpdate, PolicyUpdate
+from lifeguard.config import ControlConfig
+from lifeguard.schemas import CONTROL_SCHEMAS, SCHEMA_VERSION, Action, AgeBand, HashBankUpdate, PolicyUpdate
 from udfs.parse import Rejected, explain, parse_record
-from udfs.policy import Policy, load_policy
+from udfs.image_policy import BankKind
+from udfs.policy import Policy, load_policy, model_signals
 from udfs.rules import RuleMatcher
 from udfs.image_tier import BANK_SIGNAL_TYPES, Banks
 
@@ -88,23 +95,70 @@ def checked_bank_update(update: HashBankUpdate) -> HashBankUpdate:
 
 # ---- applying -----------------------------------------------------------------------------------
 
-def apply_policy_update(current: Policy, update: PolicyUpdate) -> Policy:
-    """The policy to put in force; ``Rejected`` (and ``current`` stays) if the document is invalid, or if it
-    reuses the version in force for different content: decisions name the policy version that made
-    them, so one version must mean one document."""
+RecentScores = Sequence[tuple[AgeBand, Mapping[str, float]]]  # recently screened messages' bands and model scores
+
+
+def apply_policy_update(current: Policy, update: PolicyUpdate, guard: ControlConfig = ControlConfig(),
+                        recent: RecentScores = ()) -> Policy:
+    """The policy to put in force; ``Rejected`` (and ``current`` stays) if the document is invalid, if it
+    reuses the version in force for different content (decisions name the policy version that made
+    them, so one version must mean one document), or if it fails the guard (``unsafe_change``)."""
     policy = policy_of(update)
     if policy.version == current.version and policy != current:
         raise Rejected("invalid", f"policy version {policy.version!r} is in force with different content: "
                                   f"a changed policy needs a new version", update.event_id)
+    if problems := unsafe_change(current, policy, guard, recent):
+        raise Rejected("unprocessable", "policy refused: " + "; ".join(problems), update.event_id)
     return policy
 
 
-def apply_bank_update(banks: Banks, update: HashBankUpdate) -> Banks:
+def unsafe_change(current: Policy, new: Policy, guard: ControlConfig, recent: RecentScores) -> list[str]:
+    """What makes ``new`` unsafe to take from a topic: a category or a minor's action dropped (its messages
+    would never be acted on), a threshold under the floor (acting on everything), a bank turned into an
+    allow bank (silencing every bank's block), or a large change in the share of recent messages acted on.
+    Such a change is for the reviewed policy file and a redeploy, not for whoever can write the topic."""
+    problems = [f"thresholds.{category} dropped" for category in current.thresholds if category not in new.thresholds]
+    for category, bands in new.thresholds.items():
+        for band, limits in bands.items():
+            for action in ("warn", "review", "block"):
+                limit = getattr(limits, action)
+                if limit is not None and limit < guard.threshold_floor:
+                    problems.append(f"thresholds.{category}.{band.value}.{action} {limit:g} is below the floor "
+                                    f"{guard.threshold_floor:g}")
+                was = current.thresholds.get(category, {}).get(band)
+                if band.is_minor and limit is None and was is not None and getattr(was, action) is not None:
+                    problems.append(f"thresholds.{category}.{band.value}.{action} removed for a minor")
+    problems += [f"images.banks.{name} turned from {current.images.bank(name).kind.value} into an allow bank"
+                 for name, bank in new.images.banks.items()
+                 if bank.kind is BankKind.ALLOW and current.images.bank(name).kind is not BankKind.ALLOW]
+    if len(recent) >= guard.min_sample:
+        (acted_now, blocked_now), (acted_new, blocked_new) = would_act(current, recent), would_act(new, recent)
+        for what, now, then in (("acted on", acted_now, acted_new), ("blocked", blocked_now, blocked_new)):
+            if abs(then - now) > guard.max_acted_share_change:
+                problems.append(f"it would have {what} {then:.1%} of the last {len(recent)} messages, against "
+                                f"{now:.1%} now (at most {guard.max_acted_share_change:.0%} change)")
+    return problems
+
+
+def would_act(policy: Policy, recent: RecentScores) -> tuple[float, float]:
+    """The shares of ``recent`` messages that ``policy``'s model thresholds act on (any action but allow)
+    and block, each as a first-time sender's typed message."""
+    actions = [max((s.action for s in model_signals(policy, scores, band, voice=False)),
+                   key=lambda a: a.severity, default=Action.ALLOW) for band, scores in recent]
+    return (sum(a is not Action.ALLOW for a in actions) / len(actions),
+            sum(a is Action.BLOCK for a in actions) / len(actions))
+
+
+def apply_bank_update(banks: Banks, update: HashBankUpdate, max_bank_hashes: int | None = None) -> Banks:
     """Applies the update to ``banks`` in place (the index takes it without a rebuild) and returns them.
-    ``Rejected``, with ``banks`` untouched, if the update is not well formed or would make one bank too
-    many. Adding to an unknown bank creates it enabled; enabling or disabling an unknown bank creates it
-    empty, so a bank can be disabled before it fills."""
+    ``Rejected``, with ``banks`` untouched, if the update is not well formed, would make one bank too
+    many, or would add to a bank holding ``max_bank_hashes`` already. Adding to an unknown bank creates
+    it enabled; enabling or disabling an unknown bank creates it empty, so a bank can be disabled before
+    it fills."""
     update = checked_bank_update(update)
+    if update.op == "add" and max_bank_hashes is not None and banks.size(update.bank) >= max_bank_hashes:
+        raise Rejected("unprocessable", f"bank {update.bank!r} holds {max_bank_hashes} hashes, the most one bank "
+                                        f"may (control.max_bank_hashes)", update.event_id)
     try:
         banks.ensure(update.bank)
     except ValueError as exc:

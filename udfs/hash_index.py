@@ -77,6 +77,10 @@ class HashIndex:
         storage = faiss.downcast_IndexBinary(self._index.storage)
         return faiss.vector_to_array(storage.xb).reshape(len(self), self.bits // 8)
 
+    def member_count(self, member: int) -> int:
+        """Hashes in member set ``member``."""
+        return int(np.count_nonzero(self.members & self._bit(member)))
+
     def memory_bytes(self) -> int:
         """Codes and hash tables (faiss' estimate: 8 bytes per table entry) plus membership masks."""
         return len(self) * (self.bits // 8 + self._index.nhash * 8) + self._members.nbytes

@@ -46,19 +46,24 @@ class BankPolicy(_Strict):
     # Overrides of the default distances, per signal type: a shared list with a history of false matches
     # can be held to a tighter distance than the platform's own.
     distances: dict[PerceptualSignal, Distances] = {}
+    # False for a bank of confirmed cases (a known-bad list such as a hotline's): its matches are never a
+    # meme's false match, so a flood of them is an attack or a spreading image, blocked all the same.
+    flood_quarantine: bool = True
 
 
 class FloodControl(_Strict):
-    """A bank hash matching far more often than it usually does is quarantined: its matches go to review
+    """A bank hash matched by far more senders than usual is quarantined: its matches go to review
     instead of block, so one bad entry (a meme hashed into a shared list) cannot block a flood of
-    innocent uploads. Counted per bank hash in windows of ``window_s``; the usual rate is an exponentially
-    weighted mean of past windows' counts, at least ``usual_floor``."""
+    innocent uploads. Counted per bank hash as distinct senders in windows of ``window_s`` (one sender
+    re-uploading an image is one, so nobody can quarantine a hash alone); the usual rate is an
+    exponentially weighted mean of past windows' counts, at least ``usual_floor``. Exact SHA-256 matches
+    and banks with ``flood_quarantine`` false are never quarantined."""
 
     window_s: int = Field(300, ge=1)
     smoothing: float = Field(0.1, gt=0, le=1)  # weight of the latest window in the usual rate
     usual_floor: float = Field(1.0, gt=0)
     spike_factor: float = Field(20.0, gt=1)  # matches in a window above factor x usual rate: a spike...
-    min_matches: int = Field(20, ge=1)  # ...and at least this many
+    min_matches: int = Field(20, ge=1)  # ...and at least this many senders
     quarantine_s: int = Field(3600, ge=1)
 
 

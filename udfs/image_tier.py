@@ -59,6 +59,7 @@ class Banks:
         self._numbers: dict[str, int] = {}  # bank name -> its member bit in the indexes
         self._enabled: dict[str, bool] = {}
         self._sha256: dict[str, set[str]] = {}  # digest -> banks holding it
+        self._sha256_counts: dict[str, int] = {}  # bank -> digests it holds
         self._indexes = {signal: HashIndex(SIGNAL_BITS[signal], chunks) for signal, chunks in _INDEX_CHUNKS.items()}
 
     def __contains__(self, bank: str) -> bool:
@@ -79,7 +80,10 @@ class Banks:
         self.ensure(bank)
         if signal_type == "sha256":
             for digest in hashes:
-                self._sha256.setdefault(digest, set()).add(bank)
+                holders = self._sha256.setdefault(digest, set())
+                if bank not in holders:
+                    holders.add(bank)
+                    self._sha256_counts[bank] = self._sha256_counts.get(bank, 0) + 1
         else:
             self._indexes[signal_type].add(hashes, self._numbers[bank])
 
@@ -87,9 +91,19 @@ class Banks:
         self.ensure(bank)
         if signal_type == "sha256":
             for digest in hashes:
-                self._sha256.get(digest, set()).discard(bank)
+                holders = self._sha256.get(digest, set())
+                if bank in holders:
+                    holders.discard(bank)
+                    self._sha256_counts[bank] -= 1
         else:
             self._indexes[signal_type].remove(hashes, self._numbers[bank])
+
+    def size(self, bank: str) -> int:
+        """Hashes ``bank`` holds, of every signal type (0 for an unknown bank)."""
+        if bank not in self._numbers:
+            return 0
+        return self._sha256_counts.get(bank, 0) + sum(index.member_count(self._numbers[bank])
+                                                      for index in self._indexes.values())
 
     def set_enabled(self, bank: str, enabled: bool) -> None:
         self.ensure(bank)
@@ -139,33 +153,39 @@ def load_image_banks(path: Path) -> Banks:
 @dataclass
 class _Rate:
     window: int  # the window the count is for
-    count: int = 0
+    senders: set[str] = field(default_factory=set)  # distinct senders in that window
     usual: float = 0.0  # exponentially weighted mean of earlier windows' counts
     quarantined_until: float = 0.0
 
 
+# Senders remembered per bank hash and window: far past any spike line, so the count stays exact where it
+# matters while one hash's state stays bounded.
+MAX_SENDERS_COUNTED = 10_000
+
+
 class FloodGuard:
-    """Counts block matches per bank hash and quarantines a hash whose count in the current window is
-    far above its usual rate (``FloodControl``). Plain logic with the clock passed in. State is per
-    operator instance and not checkpointed: after a restart the usual rates are learnt again."""
+    """Counts the distinct senders of block matches per bank hash and quarantines a hash whose count in the
+    current window is far above its usual rate (``FloodControl``). Plain logic with the clock passed in.
+    State is per operator instance and not checkpointed: after a restart the usual rates are learnt again."""
 
     def __init__(self):
         self._rates: dict[BankMatch, _Rate] = {}
 
-    def quarantine_note(self, match: BankMatch, rules: FloodControl, now_s: float) -> str | None:
-        """Records one match of ``match``'s bank hash at ``now_s``; a note if the hash is quarantined."""
+    def quarantine_note(self, match: BankMatch, sender: str, rules: FloodControl, now_s: float) -> str | None:
+        """Records one match of ``match``'s bank hash by ``sender`` at ``now_s``; a note if the hash is quarantined."""
         window = int(now_s // rules.window_s)
         key = BankMatch(match.bank, match.signal_type, match.hash, 0)
         rate = self._rates.setdefault(key, _Rate(window))
         if window > rate.window:  # windows without matches count as zero
-            rate.usual = _decayed(rate.usual, rate.count, window - rate.window, rules.smoothing)
-            rate.window, rate.count = window, 0
-        rate.count += 1
-        usual = max(rate.usual, rules.usual_floor)
-        if rate.count >= rules.min_matches and rate.count > rules.spike_factor * usual:
+            rate.usual = _decayed(rate.usual, len(rate.senders), window - rate.window, rules.smoothing)
+            rate.window, rate.senders = window, set()
+        if len(rate.senders) < MAX_SENDERS_COUNTED:
+            rate.senders.add(sender)
+        count, usual = len(rate.senders), max(rate.usual, rules.usual_floor)
+        if count >= rules.min_matches and count > rules.spike_factor * usual:
             rate.quarantined_until = max(rate.quarantined_until, now_s + rules.quarantine_s)
         if now_s < rate.quarantined_until:
-            return (f"flood: {rate.count} matches in {rules.window_s} s against a usual {usual:.1f}; quarantined "
+            return (f"flood: {count} senders in {rules.window_s} s against a usual {usual:.1f}; quarantined "
                     f"until {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(rate.quarantined_until))}")
         return None
 
@@ -241,7 +261,7 @@ class ImageTier:
             raise Rejected("unprocessable", f"image rejected: {exc}", upload.event_id) from None
         hashes = [image_hashes(frame, data) for frame in frames]
         matches = self._bank_matches(hashes, images)
-        return _Pending(frames, hashes, matches, self._bank_signals(hashes, matches, images))
+        return _Pending(frames, hashes, matches, self._bank_signals(hashes, matches, images, upload.user_id))
 
     def _bank_matches(self, frames: list[ImageHashes], images: ImagePolicy) -> list[BankMatch]:
         """Every bank hash within its bank's near-miss distance, once each (from its nearest frame)."""
@@ -258,7 +278,8 @@ class ImageTier:
                     found[key] = match
         return sorted(found.values(), key=lambda m: (m.distance / SIGNAL_BITS.get(m.signal_type, 1), m.bank))
 
-    def _bank_signals(self, frames: list[ImageHashes], matches: list[BankMatch], images: ImagePolicy) -> list[Signal]:
+    def _bank_signals(self, frames: list[ImageHashes], matches: list[BankMatch], images: ImagePolicy,
+                      sender: str) -> list[Signal]:
         signals, allowed_by = [], []
         for match in matches:
             kind = images.bank(match.bank).kind
@@ -276,8 +297,8 @@ class ImageTier:
                 continue
             action = Action.BLOCK if within and kind is BankKind.BLOCK else Action.REVIEW
             note = "match" if within else "near miss"
-            if action is Action.BLOCK:
-                flood = self.flood.quarantine_note(match, images.flood, self.clock())
+            if action is Action.BLOCK and match.signal_type != "sha256" and images.bank(match.bank).flood_quarantine:
+                flood = self.flood.quarantine_note(match, sender, images.flood, self.clock())
                 if flood:
                     action, note = Action.REVIEW, f"match, {flood}"
             signals.append(Signal("image_bank", action, f"{what} ({kind.value} bank {note})"))

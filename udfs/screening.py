@@ -12,6 +12,7 @@ The sender's behaviour features (on its profile) can tighten the model threshold
 """
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence, Union
@@ -19,7 +20,7 @@ from typing import Iterable, Sequence, Union
 import numpy as np
 
 from features.profiles import UserProfile
-from lifeguard.config import LifeguardConfig, LimitsConfig
+from lifeguard.config import ControlConfig, LifeguardConfig, LimitsConfig
 from lifeguard.schemas import (Action, AgeBand, ChatMessage, DeadLetter, Decision, ParentAlert, ReviewItem,
                                Upload)
 from udfs.grooming import (ConversationTurn, GroomingSettings, MessageBank, RoomSpeaker, conversation_turn,
@@ -70,8 +71,11 @@ class Screener:
 
     def __init__(self, policy: Policy, text_model: TextModel, limits: LimitsConfig,
                  image_banks: Banks, base_dir: Path, image_model: ImageModel | None = None,
-                 grooming: GroomingSettings | None = None):
+                 grooming: GroomingSettings | None = None, control: ControlConfig = ControlConfig()):
         self.text_model = text_model
+        # The bands and model scores of recently screened messages (no text), on which a policy update is
+        # tried before it is put in force (``udfs.control.unsafe_change``).
+        self.recent_scores: deque[tuple[AgeBand, dict[str, float]]] = deque(maxlen=control.recent_sample)
         self.limits = limits
         self.text_tier = TextTier(policy, base_dir)
         self.image_tier = ImageTier(image_banks, limits, image_model)
@@ -90,7 +94,8 @@ class Screener:
                                   second_stage=cfg.path(cfg.models.text_second_stage),
                                   tokenizer=cfg.path(cfg.models.text_tokenizer)),
                    cfg.limits, load_image_banks(cfg.path(cfg.models.image_banks)), cfg.path(Path(".")),
-                   ImageModel.load(prefer_gpu=cfg.models.prefer_gpu), GroomingSettings.from_config(cfg.grooming))
+                   ImageModel.load(prefer_gpu=cfg.models.prefer_gpu), GroomingSettings.from_config(cfg.grooming),
+                   cfg.control)
 
     @property
     def policy(self) -> Policy:
@@ -135,10 +140,12 @@ class Screener:
         if not items:
             return Screened([], [], {})
         texts, truncations = zip(*(self._text_of(i.event) for i in items))
-        minors = [audience_band(self.policy, item).is_minor for item in items]
+        bands = [audience_band(self.policy, item) for item in items]
         conversations = [self.grooming is not None and is_minor_direct_message(i.event, i.sender, i.recipient)
                          for i in items]
-        scored = self._score_texts(list(texts), minors, conversations)
+        scored = self._score_texts(list(texts), [band.is_minor for band in bands], conversations)
+        if scored is not None:
+            self.recent_scores.extend(zip(bands, scored.scores))
         images = self._screen_images(items)
         outputs: list[Output] = []
         for index, item in enumerate(items):
