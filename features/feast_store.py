@@ -34,11 +34,9 @@ def open_store(cfg: LifeguardConfig):
 
     repo_path = cfg.path(cfg.feast.repo_path)
     raw = yaml.safe_load((repo_path / "feature_store.yaml").read_text())
-    timeout_s = cfg.redis.timeout_ms / 1000
     raw["project"] = cfg.feast.project
     raw["registry"] = str(cfg.path(cfg.feast.data_dir) / "registry.db")
-    raw["online_store"]["connection_string"] = (
-        f"{cfg.redis.address},socket_timeout={timeout_s},socket_connect_timeout={timeout_s}")
+    raw["online_store"]["connection_string"] = cfg.redis.connection_string()
     config = RepoConfig(**raw)
     config.repo_path = repo_path
     return FeatureStore(repo_path=str(repo_path), config=config)

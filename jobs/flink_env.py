@@ -68,9 +68,15 @@ def environments(cfg: LifeguardConfig) -> tuple[StreamExecutionEnvironment, Stre
     return env, StreamTableEnvironment.create(env)
 
 
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
 def _kafka_options(cfg: LifeguardConfig, topics: list[str]) -> str:
-    return (f"'connector' = 'kafka', 'topic' = '{';'.join(topics)}', "
-            f"'properties.bootstrap.servers' = '{cfg.kafka.bootstrap_servers}'")
+    """The connector, topics, brokers and security settings (Flink masks the JAAS line where it prints options)."""
+    properties = {"bootstrap.servers": cfg.kafka.bootstrap_servers, **cfg.kafka.security.client_properties()}
+    return ", ".join([f"'connector' = 'kafka'", f"'topic' = {_sql_string(';'.join(topics))}",
+                      *(f"'properties.{key}' = {_sql_string(value)}" for key, value in properties.items())])
 
 
 def create_raw_source(t_env: StreamTableEnvironment, cfg: LifeguardConfig, name: str, topics: list[str],

@@ -54,14 +54,14 @@ def measure(cfg: LifeguardConfig, job: str, mode: str, backlog: list[dict], rate
     job_cfg = load_config(environ={**env})
     localrun.create_topics(job_cfg)
     topics = job_cfg.kafka.topics
-    producer = kafka_io.producer(cfg.kafka.bootstrap_servers)
+    producer = kafka_io.producer(cfg.kafka)
     for event in backlog:
         producer.send(topics.chat, key=event["user_id"], value=event)
     producer.flush()
     backlog_ids = {e["event_id"] for e in backlog}
     log = cfg.path(cfg.runtime_dir) / f"bench-{job}-{mode}.log"
     with running_job(JOBS[job], env, log, port, timeout_s=180):
-        drained = kafka_io.read(cfg.kafka.bootstrap_servers, [topics.decisions],
+        drained = kafka_io.read(cfg.kafka, [topics.decisions],
                                 lambda got: len(got) >= len(backlog_ids), timeout_s=600)
         arrivals = [r.received_ms for r in drained]
         throughput = len(drained) / max((max(arrivals) - min(arrivals)) / 1000, 1e-3)
@@ -69,7 +69,7 @@ def measure(cfg: LifeguardConfig, job: str, mode: str, backlog: list[dict], rate
         latency_ids = {e["event_id"] for e in latency_events}
         seen: list[kafka_io.Received] = []
         reader = threading.Thread(target=lambda: seen.extend(kafka_io.read(
-            cfg.kafka.bootstrap_servers, [topics.decisions],
+            cfg.kafka, [topics.decisions],
             lambda got: sum(r.json()["event_id"] in latency_ids for r in got) >= len(latency_ids),
             timeout_s=seconds + 120)))
         reader.start()

@@ -60,7 +60,7 @@ def measure_sessions(cfg: LifeguardConfig, backlog: list[dict], port: int, timeo
     env = isolated_run_environ("bench-sessions-", run)
     job_cfg = load_config(environ=env)
     localrun.create_topics(job_cfg)
-    producer = kafka_io.producer(cfg.kafka.bootstrap_servers)
+    producer = kafka_io.producer(cfg.kafka)
     for event in backlog:
         producer.send(job_cfg.kafka.topics.sessions, key=event["user_id"], value=event, timestamp_ms=event["ts"])
     producer.flush()

@@ -49,7 +49,7 @@ def _tail(cfg: LifeguardConfig, args) -> None:
 
     topic = getattr(cfg.kafka.topics, args.topic.replace("-", "_"), args.topic)
     try:
-        for record in follow(cfg.kafka.bootstrap_servers, topic, from_beginning=not args.new):
+        for record in follow(cfg.kafka, topic, from_beginning=not args.new):
             try:
                 value = json.dumps(record.json(), indent=None if args.compact else 2)
             except ValueError:

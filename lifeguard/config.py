@@ -3,21 +3,24 @@
 Load order: the defaults below, then ``flink-conf/lifeguard.yaml`` (or the file named by
 ``LIFEGUARD_CONFIG``), then environment variables ``LIFEGUARD_<SECTION>__<KEY>``, for example
 ``LIFEGUARD_KAFKA__BOOTSTRAP_SERVERS=kafka-1:9092`` or ``LIFEGUARD_JOB__PARALLELISM=4``. Unknown keys
-are rejected, so a typo fails loudly instead of silently keeping a default.
+are rejected, so a typo fails loudly instead of silently keeping a default. Secrets (the Kafka and Redis
+passwords) belong in the environment, and are never printed (``SecretStr``).
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from lifeguard import PROJECT_ROOT
 
 ENV_PREFIX = "LIFEGUARD_"
 DEFAULT_CONFIG_FILE = PROJECT_ROOT / "flink-conf" / "lifeguard.yaml"
+CREDENTIAL_KEYS = ("username", "password")
 
 
 class _Section(BaseModel):
@@ -43,6 +46,50 @@ class Topics(_Section):
         return list(self.model_dump().values())
 
 
+class KafkaSecurity(_Section):
+    """How the job and the tools reach a secured cluster: TLS, SASL or both. Give the secrets through the
+    environment (``LIFEGUARD_KAFKA__SECURITY__PASSWORD``), not the YAML file; they are held as secrets,
+    shown as ``**********`` wherever the config is printed, and Flink and the Kafka clients mask the JAAS
+    line they end up in."""
+
+    protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    username: str | None = None
+    password: SecretStr | None = None
+    # A PEM file of the certificate authorities to trust; None: the system's.
+    ca_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _credentials_for_sasl(self):
+        if self.protocol.startswith("SASL") and not (self.username and self.password):
+            raise ValueError(f"protocol {self.protocol} needs username and password "
+                             "(LIFEGUARD_KAFKA__SECURITY__USERNAME, LIFEGUARD_KAFKA__SECURITY__PASSWORD)")
+        return self
+
+    def client_properties(self) -> dict[str, str]:
+        """The Java Kafka client's properties (the Flink connector's ``properties.*``)."""
+        properties = {"security.protocol": self.protocol}
+        if self.protocol.startswith("SASL"):
+            module = ("org.apache.kafka.common.security.plain.PlainLoginModule" if self.sasl_mechanism == "PLAIN"
+                      else "org.apache.kafka.common.security.scram.ScramLoginModule")
+            properties["sasl.mechanism"] = self.sasl_mechanism
+            properties["sasl.jaas.config"] = (f'{module} required username={json.dumps(self.username)} '
+                                              f'password={json.dumps(self.password.get_secret_value())};')
+        if self.protocol.endswith("SSL") and self.ca_file is not None:
+            properties |= {"ssl.truststore.type": "PEM", "ssl.truststore.location": str(self.ca_file)}
+        return properties
+
+    def python_client_options(self) -> dict[str, Any]:
+        """The same for kafka-python (the tools' producers and consumers)."""
+        options: dict[str, Any] = {"security_protocol": self.protocol}
+        if self.protocol.startswith("SASL"):
+            options |= {"sasl_mechanism": self.sasl_mechanism, "sasl_plain_username": self.username,
+                        "sasl_plain_password": self.password.get_secret_value()}
+        if self.protocol.endswith("SSL") and self.ca_file is not None:
+            options["ssl_cafile"] = str(self.ca_file)
+        return options
+
+
 class KafkaConfig(_Section):
     bootstrap_servers: str = "127.0.0.1:9092"
     partitions: int = Field(2, ge=1)
@@ -53,6 +100,7 @@ class KafkaConfig(_Section):
     # second of latency whenever traffic is light; a moderation decision should not wait for that.
     fetch_max_wait_ms: int = Field(20, ge=0)
     topics: Topics = Topics()
+    security: KafkaSecurity = KafkaSecurity()
 
 
 class RedisConfig(_Section):
@@ -60,10 +108,34 @@ class RedisConfig(_Section):
     port: int = 6379
     # Bounds how long one feature look-up may wait on a slow or dead Redis.
     timeout_ms: int = Field(200, ge=1)
+    # Redis ACL user and password (give the password through LIFEGUARD_REDIS__PASSWORD) and TLS.
+    username: str | None = None
+    password: SecretStr | None = None
+    ssl: bool = False
+
+    @model_validator(mode="after")
+    def _fits_a_connection_string(self):
+        # Feast takes Redis settings as one comma-separated string of key=value pairs.
+        for name, value in (("username", self.username), ("password", self.password and self.password.get_secret_value())):
+            if value is not None and ("," in value or not value):
+                raise ValueError(f"redis.{name} must be non-empty and hold no comma (Feast's connection string splits on it)")
+        return self
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    def connection_string(self) -> str:
+        """Feast's Redis connection string: the address, the timeouts and, when set, credentials and TLS."""
+        timeout_s = self.timeout_ms / 1000
+        parts = [self.address, f"socket_timeout={timeout_s}", f"socket_connect_timeout={timeout_s}"]
+        if self.username:
+            parts.append(f"username={self.username}")
+        if self.password:
+            parts.append(f"password={self.password.get_secret_value()}")
+        if self.ssl:
+            parts.append("ssl=true")
+        return ",".join(parts)
 
 
 class FeastConfig(_Section):
@@ -224,7 +296,8 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         node = overrides
         for key in keys[:-1]:
             node = node.setdefault(key, {})
-        node[keys[-1]] = yaml.safe_load(raw) if raw else raw
+        # Credentials stay the strings they are: YAML would read a password "0123" as the number 123.
+        node[keys[-1]] = raw if keys[-1] in CREDENTIAL_KEYS or not raw else yaml.safe_load(raw)
     return overrides
 
 

@@ -71,7 +71,7 @@ def publish_simulation(cfg: LifeguardConfig, platform: Platform, duration_s: flo
     """Produces the simulated events at ``rate`` per second of wall-clock time (and some malformed ones)."""
     topics = {"chat": cfg.kafka.topics.chat, "uploads": cfg.kafka.topics.uploads,
               "sessions": cfg.kafka.topics.sessions}
-    producer = kafka_io.producer(cfg.kafka.bootstrap_servers)
+    producer = kafka_io.producer(cfg.kafka)
     published = Published()
     events = list(generate_events(platform, duration_s, rate, seed, start_ms=int(time.time() * 1000)))
     bad = malformed_records(malformed, seed)
@@ -113,7 +113,7 @@ def collect_outputs(cfg: LifeguardConfig, published: Published, timeout_s: float
         ids = {r.json().get("event_id") for r in received if r.topic == topics.decisions}
         return published.decided_ids <= ids
 
-    received = kafka_io.read(cfg.kafka.bootstrap_servers, out_topics, decided_all, timeout_s)
+    received = kafka_io.read(cfg.kafka, out_topics, decided_all, timeout_s)
     by_topic: dict[str, list[dict]] = {t: [] for t in out_topics}
     for record in received:
         by_topic[record.topic].append(record.json())
@@ -181,7 +181,7 @@ def publish_play_day(cfg: LifeguardConfig, platform: Platform, children: list[st
     traffic: the live events then carry the job's event time past that day, so its totals and alerts come
     out. Returns the number of records."""
     topics = {"sessions": cfg.kafka.topics.sessions, "chat": cfg.kafka.topics.chat}
-    producer = kafka_io.producer(cfg.kafka.bootstrap_servers)
+    producer = kafka_io.producer(cfg.kafka)
     events = play_day(platform, children, seed, day_start_ms)
     for event in events:
         producer.send(topics[event.topic], key=event.key, value=event.value, timestamp_ms=event.value["ts"])

@@ -13,6 +13,8 @@ from typing import Callable, Iterator
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.serializer import Serializer
 
+from lifeguard.config import KafkaConfig
+
 
 class KeySerializer(Serializer):
     def serialize(self, topic, headers, key):
@@ -26,9 +28,10 @@ class JsonSerializer(Serializer):
         return value if isinstance(value, bytes) else json.dumps(value).encode("utf-8")
 
 
-def producer(bootstrap_servers: str, **overrides) -> KafkaProducer:
-    options = dict(bootstrap_servers=bootstrap_servers, acks="all", linger_ms=5, retries=5,
-                   key_serializer=KeySerializer(), value_serializer=JsonSerializer())
+def producer(kafka: KafkaConfig, **overrides) -> KafkaProducer:
+    options = dict(bootstrap_servers=kafka.bootstrap_servers, acks="all", linger_ms=5, retries=5,
+                   key_serializer=KeySerializer(), value_serializer=JsonSerializer(),
+                   **kafka.security.python_client_options())
     options.update(overrides)
     return KafkaProducer(**options)
 
@@ -65,13 +68,13 @@ def partitions_of(consumer: KafkaConsumer, topics: list[str], timeout_s: float =
         time.sleep(0.2)
 
 
-def read(bootstrap_servers: str, topics: list[str], until: Callable[[list[Received]], bool] = lambda _: False,
+def read(kafka: KafkaConfig, topics: list[str], until: Callable[[list[Received]], bool] = lambda _: False,
          timeout_s: float = 30.0, from_beginning: bool = True) -> list[Received]:
     """Reads the topics until ``until(received)`` holds and the reader has caught up, or ``timeout_s``
     passes; returns what came."""
     # A short fetch wait: the benchmark times arrivals here, and a reader should not add half a second.
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False,
-                             consumer_timeout_ms=200, fetch_max_wait_ms=10)
+    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False,
+                             consumer_timeout_ms=200, fetch_max_wait_ms=10, **kafka.security.python_client_options())
     try:
         consumer.assign(partitions_of(consumer, topics))
         if from_beginning:
@@ -94,14 +97,15 @@ def read(bootstrap_servers: str, topics: list[str], until: Callable[[list[Receiv
         consumer.close()
 
 
-def follow(bootstrap_servers: str, topic: str, from_beginning: bool) -> Iterator[Received]:
+def follow(kafka: KafkaConfig, topic: str, from_beginning: bool) -> Iterator[Received]:
     """Every record of one topic, as it arrives (for `lifeguard tail`)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False,
+                             **kafka.security.python_client_options())
     try:
         consumer.assign(partitions_of(consumer, [topic]))
     except LookupError as missing:
         consumer.close()
-        raise SystemExit(f"{missing} on {bootstrap_servers}") from None
+        raise SystemExit(f"{missing} on {kafka.bootstrap_servers}") from None
     if from_beginning:
         consumer.seek_to_beginning()
     try:

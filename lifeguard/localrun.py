@@ -140,7 +140,8 @@ def broker_status(cfg: LifeguardConfig) -> str:
 
 def create_topics(cfg: LifeguardConfig, topics: list[str] | None = None) -> list[str]:
     """Creates the configured topics that do not exist yet; safe to call again."""
-    admin = KafkaAdminClient(bootstrap_servers=cfg.kafka.bootstrap_servers, client_id="lifeguard-admin")
+    admin = KafkaAdminClient(bootstrap_servers=cfg.kafka.bootstrap_servers, client_id="lifeguard-admin",
+                             **cfg.kafka.security.python_client_options())
     try:
         wanted = topics if topics is not None else cfg.kafka.topics.all()
         missing = [t for t in wanted if t not in set(admin.list_topics())]

@@ -17,7 +17,7 @@ from conftest import isolated_environ
 from features.feast_store import apply_definitions, load_profiles, open_store
 from features.profiles import UserProfile
 from lifeguard import kafka_io, localrun
-from lifeguard.config import load_config
+from lifeguard.config import KafkaConfig, load_config
 from lifeguard.demo import write_image_banks
 from lifeguard.jobrunner import JobProcess, running_job
 from lifeguard.schemas import AgeBand
@@ -69,7 +69,7 @@ class Job:
 
     def produce(self, records: list[tuple[str, bytes | dict]]) -> None:
         topics = self.cfg.kafka.topics
-        producer = kafka_io.producer(self.cfg.kafka.bootstrap_servers)
+        producer = kafka_io.producer(self.cfg.kafka)
         sent = [producer.send(getattr(topics, topic), key=value.get("user_id", "x") if isinstance(value, dict) else "x",
                               value=value) for topic, value in records]
         producer.flush()
@@ -90,7 +90,7 @@ class Job:
             ours = sum(r.topic == topics.dead_letter and is_ours(r.json()) for r in received)
             return decided_ids <= decided and ours >= dead_letters
 
-        received = kafka_io.read(self.cfg.kafka.bootstrap_servers, list(names), done, timeout_s)
+        received = kafka_io.read(self.cfg.kafka, list(names), done, timeout_s)
         by_kind: dict[str, list] = {kind: [] for kind in names.values()}
         for r in received:
             by_kind[names[r.topic]].append(r)
@@ -116,11 +116,11 @@ def started_job(tmp_path: Path, **overrides: str) -> Iterator["Job"]:
             job.produce([("chat", warm_up)])
             return warm_up["event_id"]
 
-        wait_until_ready(running, send_warm_up, cfg.kafka.bootstrap_servers, cfg.kafka.topics.decisions, "event_id")
+        wait_until_ready(running, send_warm_up, cfg.kafka, cfg.kafka.topics.decisions, "event_id")
         yield job
 
 
-def wait_until_ready(running: JobProcess, send_warm_up: Callable[[], str], bootstrap_servers: str,
+def wait_until_ready(running: JobProcess, send_warm_up: Callable[[], str], kafka: KafkaConfig,
                      answer_topic: str, answer_field: str) -> set[str]:
     """Flink reports a job RUNNING before its Python operators are up, which on a busy two-core machine can
     take minutes, so tests time their own records from a job that has answered a warm-up record. One is
@@ -134,7 +134,7 @@ def wait_until_ready(running: JobProcess, send_warm_up: Callable[[], str], boots
 
     while True:
         sent.add(send_warm_up())
-        if answered(kafka_io.read(bootstrap_servers, [answer_topic], answered, WARM_UP_EVERY_S)):
+        if answered(kafka_io.read(kafka, [answer_topic], answered, WARM_UP_EVERY_S)):
             return sent
         if time.monotonic() > deadline:
             raise RuntimeError(f"the job answered none of {len(sent)} warm-up records within {READY_TIMEOUT_S}s:\n"

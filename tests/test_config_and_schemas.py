@@ -25,6 +25,45 @@ def test_unknown_keys_are_rejected(tmp_path):
         load_config(file, {})
 
 
+SASL_ENV = {"LIFEGUARD_KAFKA__SECURITY__PROTOCOL": "SASL_SSL", "LIFEGUARD_KAFKA__SECURITY__USERNAME": "lifeguard",
+            "LIFEGUARD_KAFKA__SECURITY__PASSWORD": "0123\"s3cret", "LIFEGUARD_KAFKA__SECURITY__CA_FILE": "/etc/ca.pem",
+            "LIFEGUARD_REDIS__PASSWORD": "r3dis", "LIFEGUARD_REDIS__SSL": "true"}
+
+
+def test_credentials_come_from_the_environment_reach_every_client_and_are_never_printed(tmp_path):
+    from jobs.flink_env import _kafka_options
+
+    cfg = load_config(tmp_path / "absent.yaml", SASL_ENV)
+    jaas = ('org.apache.kafka.common.security.scram.ScramLoginModule required username="lifeguard" '
+            'password="0123\\"s3cret";')  # JSON-quoted, so a quote in the password stays inside it
+    assert cfg.kafka.security.client_properties() == {
+        "security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512", "sasl.jaas.config": jaas,
+        "ssl.truststore.type": "PEM", "ssl.truststore.location": "/etc/ca.pem"}
+    assert cfg.kafka.security.python_client_options() == {
+        "security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512", "sasl_plain_username": "lifeguard",
+        "sasl_plain_password": '0123"s3cret', "ssl_cafile": "/etc/ca.pem"}
+    # The Flink job's Kafka tables carry the same properties, SQL-quoted.
+    assert f"'properties.sasl.jaas.config' = '{jaas}'" in _kafka_options(cfg, ["chat"])
+    assert cfg.redis.connection_string().endswith(",password=r3dis,ssl=true")
+    assert "s3cret" not in repr(cfg) and "r3dis" not in repr(cfg) and "s3cret" not in str(cfg.model_dump())
+
+
+@pytest.mark.parametrize("env, says", [
+    ({"LIFEGUARD_KAFKA__SECURITY__PROTOCOL": "SASL_SSL"}, "needs username and password"),
+    ({"LIFEGUARD_KAFKA__SECURITY__PROTOCOL": "TLS"}, "protocol"),
+    ({"LIFEGUARD_REDIS__PASSWORD": "a,b"}, "hold no comma"),
+])
+def test_incomplete_or_unusable_credentials_are_a_clear_error(tmp_path, env, says):
+    with pytest.raises(ValidationError, match=says):
+        load_config(tmp_path / "absent.yaml", env)
+
+
+def test_without_security_settings_clients_connect_in_plaintext(tmp_path):
+    cfg = load_config(tmp_path / "absent.yaml", {})
+    assert cfg.kafka.security.client_properties() == {"security.protocol": "PLAINTEXT"}
+    assert cfg.redis.connection_string() == "127.0.0.1:6379,socket_timeout=0.2,socket_connect_timeout=0.2"
+
+
 def test_shipped_config_loads():
     cfg = load_config(environ={})
     assert cfg.path(cfg.policy).exists()

@@ -99,7 +99,7 @@ def run(services, tmp_path_factory):
     load_profiles(cfg, store, [KID_A, KID_B, KID_C, STRANGER])
     topics = cfg.kafka.topics
     with running_job("features_job.py", environ, tmp_path / "job.log", free_port()) as job:
-        producer = kafka_io.producer(cfg.kafka.bootstrap_servers)
+        producer = kafka_io.producer(cfg.kafka)
 
         def send(topic, value, ts, partition=None):
             producer.send(getattr(topics, topic), key=value["user_id"], value=value, timestamp_ms=ts,
@@ -121,7 +121,7 @@ def run(services, tmp_path_factory):
             producer.flush()
             return base64.b64encode(value).decode()
 
-        warm_ups = wait_until_ready(job, send_warm_up, cfg.kafka.bootstrap_servers, topics.dead_letter, "original_b64")
+        warm_ups = wait_until_ready(job, send_warm_up, cfg.kafka, topics.dead_letter, "original_b64")
 
         # Every partition active before the burst: an idle one would not hold the event time back, and its
         # records, read a moment after the others', would be late.
@@ -130,7 +130,7 @@ def run(services, tmp_path_factory):
             send(topic, value, value.get("ts", value.get("event_ts")))
         producer.flush()
         # Once kid-a's limit alert (at 60 min) is out, the job's event time is past 60 min: what follows is late.
-        kafka_io.read(cfg.kafka.bootstrap_servers, [topics.parent_alerts],
+        kafka_io.read(cfg.kafka, [topics.parent_alerts],
                       lambda got: any(r.json()["severity"] == "warning" and r.json()["kind"] == "screen_time"
                                       for r in got), timeout_s=120)
         late = session("kid-a", T0 + 5 * MIN, "heartbeat", "r-lobby", event_id="late-heartbeat")
@@ -140,7 +140,7 @@ def run(services, tmp_path_factory):
         # Past midnight on every partition of every input, so every timer of day D fires (the digest too).
         on_every_partition(T0 + 16 * 60 * MIN)
         producer.flush()
-        outputs = kafka_io.read(cfg.kafka.bootstrap_servers, [topics.parent_alerts, topics.review_queue,
+        outputs = kafka_io.read(cfg.kafka, [topics.parent_alerts, topics.review_queue,
                                                               topics.dead_letter],
                                 lambda got: sum(r.topic == topics.parent_alerts for r in got) >= 6, timeout_s=150)
         online = wait_for_online(store, ["kid-a", "kid-b", "kid-c"], expected_screen={"kid-a": 70, "kid-c": 42})

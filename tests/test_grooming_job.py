@@ -69,9 +69,9 @@ def test_a_grooming_conversation_gives_one_review_item_and_one_parent_alert_and_
         alerted = [a for a in ours(received, topics.parent_alerts, grooming_ids) if a["kind"] == "grooming_risk"]
         return decided == grooming_ids | friendly_ids and bool(alerted)
 
-    assert kafka_io.read(job.cfg.kafka.bootstrap_servers, names, done, timeout_s=120)
+    assert kafka_io.read(job.cfg.kafka, names, done, timeout_s=120)
     time.sleep(3)  # the later messages' turns have had time to (wrongly) emit again
-    received = kafka_io.read(job.cfg.kafka.bootstrap_servers, names, timeout_s=5)
+    received = kafka_io.read(job.cfg.kafka, names, timeout_s=5)
 
     # Each message is also judged alone (the photo request may be blocked by itself); the pair's risk is
     # what the conversation item and the grooming alert are about.

@@ -13,10 +13,10 @@ from lifeguard import kafka_io, localrun
 def test_a_record_on_a_topic_created_a_moment_ago_is_read_back(services):
     topic = f"test-kafka-io-{uuid.uuid4().hex[:8]}"
     localrun.create_topics(services, [topic])
-    producer = kafka_io.producer(services.kafka.bootstrap_servers)
+    producer = kafka_io.producer(services.kafka)
     producer.send(topic, key="k", value={"n": 1}).get(timeout=30)
     producer.close()
-    received = kafka_io.read(services.kafka.bootstrap_servers, [topic], lambda got: len(got) >= 1, timeout_s=30)
+    received = kafka_io.read(services.kafka, [topic], lambda got: len(got) >= 1, timeout_s=30)
     assert [r.json() for r in received] == [{"n": 1}]
 
 
