@@ -89,6 +89,12 @@ def _bench_images(cfg: LifeguardConfig, args) -> None:
     print(run_bench_images(cfg, args.sizes, args.queries, args.images, args.batch))
 
 
+def _bench_hostile(cfg: LifeguardConfig, args) -> None:
+    from lifeguard.bench_hostile import run_bench_hostile
+
+    print(run_bench_hostile(cfg, args.repeats))
+
+
 def _bench_sessions(cfg: LifeguardConfig, args) -> None:
     from lifeguard.bench_sessions import run_session_bench
 
@@ -165,7 +171,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--latency-seconds", type=float, default=20.0)
     s.add_argument("--modes", default="thread,process", help="python.execution-mode values to compare")
     s.set_defaults(run=_bench)
-    kinds = s.add_subparsers(dest="bench_kind", metavar="{images,sessions}",
+    kinds = s.add_subparsers(dest="bench_kind", metavar="{images,sessions,hostile}",
                              help="another benchmark than the chat job's")
     b = kinds.add_parser("images", help="images/s through the image tier; PDQ look-ups next to python-threatexchange")
     b.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000], help="bank sizes in hashes")
@@ -177,6 +183,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--users", type=int, default=10_000)
     b.add_argument("--events", type=int, default=50_000, help="session events in the backlog")
     b.set_defaults(run=_bench_sessions)
+    b = kinds.add_parser("hostile", help="worst-case time of hostile records through the parser and the cheap text tier")
+    b.add_argument("--repeats", type=int, default=5)
+    b.set_defaults(run=_bench_hostile)
     return p
 
 
