@@ -55,7 +55,7 @@ setup(
         # Benchmarks only: the peer PDQ index that `lifeguard bench images` compares with.
         "bench": ["threatexchange==1.2.17", "psutil>=5.9"],
         "gpu": ["onnxruntime-gpu>=1.19"],
-        "dev": ["pytest>=8", "pytest-timeout>=2.3"],
+        "dev": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100"],
     },
     entry_points={"console_scripts": ["lifeguard=lifeguard.cli:main"]},
 )
