@@ -174,6 +174,8 @@ class LimitsConfig(_Section):
     # Local folders an upload's URI (a path or file://) may name; none by default, so an upload cannot make
     # the job read its own files. Object stores (s3://, gs://, ...) are not affected.
     upload_roots: list[Path] = []
+    # How long an object store may take to return one upload's bytes before the upload goes to dead-letter.
+    upload_read_timeout_s: float = Field(10.0, gt=0)
 
 
 class ControlConfig(_Section):

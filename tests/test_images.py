@@ -8,10 +8,13 @@ import itertools
 import os
 import random
 import struct
+import sys
+import time
 import zlib
 
 import numpy as np
 import pytest
+from fsspec.spec import AbstractFileSystem
 from PIL import Image
 
 from lifeguard import PROJECT_ROOT
@@ -354,3 +357,27 @@ def test_a_large_animation_walks_only_the_frames_its_pixel_budget_allows():
     # 16 x 16 = 256 pixels a frame: a budget of 3 frames' pixels samples within the first three.
     decoded = decode_frames(buffer.getvalue(), 100_000, 3 * 256, frames=4)
     assert [f.getpixel((8, 8)) for f in decoded] == [(255, 0, 0), (0, 128, 0), (0, 0, 255)]
+
+
+class _Store(AbstractFileSystem):
+    """An object store (gs://) whose reads take ``delay_s``; fsspec finds it by the scheme."""
+
+    protocol = "gs"
+    delay_s = 0.0
+
+    def _open(self, path, mode="rb", **kwargs):
+        time.sleep(self.delay_s)
+        return io.BytesIO(b"bytes of " + path.encode())
+
+
+@pytest.mark.parametrize("delay_s, outcome", [(0.0, b"bytes of bucket/a.png"), (3.0, "did not answer within 0.5 s")])
+def test_an_object_store_read_is_bounded_by_the_timeout(monkeypatch, delay_s, outcome):
+    monkeypatch.setitem(sys.modules["fsspec.registry"]._registry, "gs", type("Store", (_Store,), {"delay_s": delay_s}))
+    started = time.monotonic()
+    if isinstance(outcome, bytes):
+        assert read_uri("gs://bucket/a.png", 1000, timeout_s=0.5) == outcome
+        return
+    with pytest.raises(ImageRejected) as rejected:
+        read_uri("gs://bucket/a.png", 1000, timeout_s=0.5)
+    assert rejected.value.reason == "uri_unreadable" and outcome in rejected.value.detail
+    assert time.monotonic() - started < delay_s  # refused at the deadline, not when the store answered

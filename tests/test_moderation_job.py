@@ -6,6 +6,8 @@ asserts on the outputs that carry its event ids.
 from __future__ import annotations
 
 import base64
+import json
+import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -130,6 +132,24 @@ def test_an_undecodable_upload_goes_to_dead_letter(job):
     letters = [r.json() for r in outputs["dead"] if r.json().get("event_id") == broken["event_id"]]
     assert len(letters) == 1 and "image rejected" in letters[0]["reason"]
     assert broken["event_id"] not in decisions_by_id(outputs)
+
+
+def test_no_message_text_reaches_any_log_line(job):
+    """What children write must not land in the job's output or Flink's logs: the decided, the blocked and
+    the dead-lettered alike (a log is read by more people, and kept longer, than the decisions)."""
+    import pyflink
+
+    canary = f"canary{uuid.uuid4().hex[:10]}"
+    events = [chat("kid", f"{canary} gg want to play again", to="kid-friend"),
+              chat("adult", f"{canary} wanna see what i have in my pants", to="kid"),
+              chat("teen", f"{canary} i want to die", room="lobby")]
+    poison = json.dumps({**chat("kid", canary, to="kid-friend"), "ts": "x" * 50 + canary}).encode()
+    job.produce([("chat", e) for e in events] + [("chat", poison)])
+    b64 = base64.b64encode(poison).decode()
+    outputs = job.outputs({e["event_id"] for e in events}, dead_letters=1, is_ours=lambda letter: letter["original_b64"] == b64)
+    assert {e["event_id"] for e in events} <= set(decisions_by_id(outputs))
+    logs = [job.job.log_path, *(Path(pyflink.__file__).parent / "log").glob("*")]
+    assert [path for path in logs if path.is_file() and canary in path.read_text(errors="replace")] == []
 
 
 def test_with_redis_dead_decisions_still_flow_as_for_the_youngest(services, tmp_path):

@@ -251,7 +251,8 @@ class ImageTier:
                 return base64.b64decode(upload.image_b64, validate=True)
             except ValueError as exc:
                 raise Rejected("unprocessable", f"image_b64 is not valid base64: {exc}", upload.event_id) from None
-        return read_uri(upload.uri, self.limits.max_image_bytes, self.limits.upload_roots)
+        return read_uri(upload.uri, self.limits.max_image_bytes, self.limits.upload_roots,
+                        self.limits.upload_read_timeout_s)
 
     def _match(self, upload: Upload, images: ImagePolicy) -> _Pending:
         try:

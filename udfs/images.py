@@ -13,6 +13,7 @@ and is not matched). ``match_bank`` is the naive linear scan that any faster ind
 """
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import io
 from dataclasses import dataclass
@@ -75,11 +76,12 @@ class ImageHashes:
     pdq_quality: int  # 0-100; below the policy's minimum the PDQ hash is not matched
 
 
-def read_uri(uri: str, max_bytes: int, local_roots: Sequence[Path] = ()) -> bytes:
+def read_uri(uri: str, max_bytes: int, local_roots: Sequence[Path] = (), timeout_s: float = 10.0) -> bytes:
     """The bytes behind an upload's URI (a local path or ``file://`` inside one of `local_roots`, or an
     object store), at most ``max_bytes + 1`` of them read so that ``decode_image`` can refuse an oversized
     file. A local path elsewhere (``file:///proc/self/environ``), or anything but a regular file there (a
-    FIFO would block the reader), is refused: an upload names the platform's images, not the job's files."""
+    FIFO would block the reader), is refused: an upload names the platform's images, not the job's files.
+    An object store that has not answered within ``timeout_s`` makes the upload unreadable."""
     scheme = urlsplit(uri).scheme.lower()
     if scheme in ("", "file"):
         path = Path(uri.removeprefix("file://")).resolve()
@@ -99,7 +101,19 @@ def read_uri(uri: str, max_bytes: int, local_roots: Sequence[Path] = ()) -> byte
     except ImportError as error:
         raise ImageRejected(REASON_URI_STORE_UNAVAILABLE, f"{scheme}:// needs a library that is not installed: "
                                                           f"{error}") from None
-    return _read_capped(lambda: fsspec.open(uri, "rb").open(), max_bytes)
+    # Each store library has its own timeout settings (and some none that bound a whole read), so the
+    # deadline is kept here, the same for all: a read past it is abandoned to its thread, which ends when
+    # the store finally answers or drops the connection, and the upload goes to dead-letter.
+    reading = _STORE_READERS.submit(_read_capped, lambda: fsspec.open(uri, "rb").open(), max_bytes)
+    try:
+        return reading.result(timeout=timeout_s)
+    except concurrent.futures.TimeoutError:
+        raise ImageRejected(REASON_URI_UNREADABLE, f"{scheme}:// did not answer within {timeout_s:g} s") from None
+
+
+# Object-store reads in flight at once, per process: a batch's uploads are read one after another, so a few
+# threads leave room for reads abandoned to a stalled store.
+_STORE_READERS = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="lifeguard-store-read")
 
 
 def _read_capped(opener, max_bytes: int) -> bytes:
