@@ -25,6 +25,7 @@ from features.screen_time import local_day, local_day_end_ms, previous_local_day
 from features.sessions import Presence, UserSessions, clock_ahead
 from lifeguard.config import FeaturesConfig
 from features.stranger_time import MINUTE_MS, is_child, minute_buckets, stranger_time
+from jobs.metrics import CountersOf
 from jobs.operators import DEAD_LETTERS, _Validate, now_ms, output_row
 from lifeguard.config import LifeguardConfig
 from lifeguard.schemas import ChatMessage, Decision, SessionEvent
@@ -319,10 +320,9 @@ class PushFeatures(KeyedProcessFunction):
     def open(self, runtime_context: RuntimeContext):
         self._pusher = FeaturePusher(open_store(self._cfg), self._settings.push_batch_rows,
                                      self._settings.push_interval_ms)
-        metrics = runtime_context.get_metrics_group()
-        metrics.gauge("feast_pushes", lambda: self._pusher.pushes)
-        metrics.gauge("feast_rows_pushed", lambda: self._pusher.rows_pushed)
-        metrics.gauge("feast_push_failures", lambda: self._pusher.failures)
+        self._counts = CountersOf(runtime_context.get_metrics_group(), {
+            "feast_pushes": lambda: self._pusher.pushes, "feast_rows_pushed": lambda: self._pusher.rows_pushed,
+            "feast_push_failures": lambda: self._pusher.failures})
 
     def process_element(self, row, ctx):
         view = PUSH_VIEWS[row["kind"].removeprefix("push:")]
@@ -333,11 +333,13 @@ class PushFeatures(KeyedProcessFunction):
             timers.register_processing_time_timer(timers.current_processing_time() + self._settings.push_interval_ms)
         if self._pusher.due():
             self._pusher.flush()
+            self._counts.update()
         yield from ()
 
     def on_timer(self, timestamp, ctx):
         if self._pusher.waiting:
             self._pusher.flush()
+            self._counts.update()
         if self._pusher.waiting:  # a failed push: try again later
             ctx.timer_service().register_processing_time_timer(timestamp + self._settings.push_interval_ms)
         yield from ()

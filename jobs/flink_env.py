@@ -10,6 +10,7 @@ import os
 import sys
 from pathlib import Path
 
+import pyflink
 import yaml
 from pyflink.common import Configuration
 from pyflink.datastream import StreamExecutionEnvironment
@@ -60,8 +61,19 @@ def interpreter_first_on_path(environ=os.environ) -> None:
         environ["PATH"] = bin_dir + os.pathsep + environ.get("PATH", "")
 
 
+def reporter_on_gateway_classpath(environ=os.environ) -> None:
+    """A local run's MiniCluster lives in PyFlink's gateway JVM, whose plugin manager is not given the wheel's
+    plugins/ folder (Flink logs "The reporter factory ... could not be found ... Available factories: []"), so
+    the Prometheus reporter of flink-conf/config.yaml must be on the gateway's classpath, which takes
+    HADOOP_CLASSPATH. A standalone cluster loads it from plugins/ itself."""
+    jars = [str(jar) for jar in (Path(pyflink.__file__).parent / "plugins" / "metrics-prometheus").glob("*.jar")]
+    present = environ.get("HADOOP_CLASSPATH", "").split(os.pathsep)
+    environ["HADOOP_CLASSPATH"] = os.pathsep.join([*filter(None, present), *(j for j in jars if j not in present)])
+
+
 def environments(cfg: LifeguardConfig) -> tuple[StreamExecutionEnvironment, StreamTableEnvironment]:
     interpreter_first_on_path()
+    reporter_on_gateway_classpath()
     env = StreamExecutionEnvironment.get_execution_environment(flink_configuration(cfg))
     # Appended, not set: under `flink run` the client already lists its own jars (flink-python).
     env.add_jars(*(p.as_uri() for p in verified_jars(cfg.path(cfg.runtime_dir) / "jars")))

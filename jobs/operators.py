@@ -12,14 +12,15 @@ from pyflink.datastream import (KeyedBroadcastProcessFunction, KeyedProcessFunct
 from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor, ValueStateDescriptor
 
 from features.feast_store import ProfileLookup
+from jobs.metrics import CountersByLabel, CountersOf, Histogram
 from lifeguard.config import LifeguardConfig
-from lifeguard.schemas import Decision, ParentAlert, ReviewItem
+from lifeguard.schemas import DeadLetter, Decision, ParentAlert, ReviewItem
 from udfs.control import (HASH_BANK_UPDATES, POLICY_UPDATES, apply_bank_update, apply_policy_update,
                           parse_control, restore, state_entry)
 from udfs.grooming import (ConversationTurn, GroomingSettings, MessageSignals, PairState, RoomMeeting, RoomState,
                            add_meeting, room_meetings, speakers_from_json, speakers_to_json, step)
 from udfs.parse import Rejected, SourceRef, dead_letter, parse_event
-from udfs.screening import Output, ScreeningInput, Screener
+from udfs.screening import Output, ScreeningInput, Screener, acting_tiers
 
 # A validated chat message or upload, kept in state as declared types (not pickled objects).
 VALID_RECORD = Types.ROW_NAMED(
@@ -53,6 +54,9 @@ PAIR_FIELDS = Types.ROW_NAMED(["first_seen_ts", "last_review_ts", "last_alert_ts
                               [Types.LONG(), Types.LONG(), Types.LONG()])
 # The pair's room meeting, in state of its own so that a checkpoint taken before meetings existed restores.
 PAIR_MEETING = Types.ROW_NAMED(["met_room", "met_ts"], [Types.STRING(), Types.LONG()])
+
+# The text model's time per batch, in milliseconds: the histogram's bucket bounds.
+MODEL_MS_BUCKETS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
 
 # Every side output must have a consumer: in thread mode, yielding to an unconsumed tag stalls the operator.
 DEAD_LETTERS = OutputTag("dead-letters", OUTPUT_RECORD)
@@ -88,6 +92,7 @@ class _Validate(ProcessFunction):
     def open(self, runtime_context: RuntimeContext):
         self._metrics = runtime_context.get_metrics_group()
         self._dead_letters = self._metrics.counter(self.dead_letter_metric)
+        self._dead_letters_by_kind = CountersByLabel(self._metrics, "error_kind", self.dead_letter_metric)
 
     def process_element(self, row, ctx):
         value: bytes = row["value"]
@@ -97,6 +102,7 @@ class _Validate(ProcessFunction):
             parsed = self.parse(schema, value, self._cfg.limits.max_record_bytes)
         except Rejected as rejected:
             self._dead_letters.inc()
+            self._dead_letters_by_kind.inc(rejected.error_kind)
             yield DEAD_LETTERS, output_row(self._cfg.kafka.topics, dead_letter(source, value, rejected, now_ms()))
             return
         yield from self.forward(schema, parsed, source, value.decode("utf-8"))
@@ -167,14 +173,19 @@ class ScreenBatch(KeyedBroadcastProcessFunction):
         self._fallbacks = metrics.counter("profile_fallbacks")
         self._control_applied = metrics.counter("control_updates_applied")
         self._control_rejected = metrics.counter("control_updates_rejected")
-        metrics.gauge("model_errors", lambda: self._screener.model_errors)
-        metrics.gauge("contact_blocks", lambda: self._screener.contact_blocks)
         # The cascade's second-stage share is texts_escalated / texts_scored; texts_embedded counts every
         # message through stage 2, for its scores or only for the grooming bank's embedding (the encoder's load).
-        metrics.gauge("texts_scored", lambda: self._screener.text_model.scored)
-        metrics.gauge("texts_escalated", lambda: self._screener.text_model.escalated)
-        metrics.gauge("texts_embedded", lambda: self._screener.text_model.embedded)
-        metrics.gauge("feast_failures", lambda: self._profiles.failures)
+        self._counts = CountersOf(metrics, {
+            "model_errors": lambda: self._screener.model_errors,
+            "contact_blocks": lambda: self._screener.contact_blocks,
+            "texts_scored": lambda: self._screener.text_model.scored,
+            "texts_escalated": lambda: self._screener.text_model.escalated,
+            "texts_embedded": lambda: self._screener.text_model.embedded,
+            "feast_failures": lambda: self._profiles.failures})
+        self._model_ms = Histogram(metrics, "model_batch_ms", MODEL_MS_BUCKETS)
+        self._decisions = CountersByLabel(metrics, "action", "decisions")
+        self._acted_by = CountersByLabel(metrics, "tier", "acted_by_tier")
+        self._screening_dead_letters = CountersByLabel(metrics, "error_kind", "dead_letters")
 
     def _restore(self, ctx) -> None:
         """Once per (re)start: the updates in force before a failure come back from the broadcast state
@@ -237,7 +248,15 @@ class ScreenBatch(KeyedBroadcastProcessFunction):
         self._batches.inc()
         items = self._screening_inputs(records)
         screened = self._screener.screen(items, now_ms())
+        self._model_ms.observe(self._screener.last_model_ms)
+        self._counts.update()
         for output in screened.outputs:
+            if isinstance(output, Decision):
+                self._decisions.inc(output.action.value)
+                for tier in acting_tiers(output):
+                    self._acted_by.inc(tier)
+            elif isinstance(output, DeadLetter):
+                self._screening_dead_letters.inc(output.error_kind)
             yield output_row(self._cfg.kafka.topics, output)
         self._turns.inc(len(screened.turns))
         for turn in screened.turns:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import base64
 import json
+import re
+import urllib.request
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -150,6 +152,46 @@ def test_no_message_text_reaches_any_log_line(job):
     assert {e["event_id"] for e in events} <= set(decisions_by_id(outputs))
     logs = [job.job.log_path, *(Path(pyflink.__file__).parent / "log").glob("*")]
     assert [path for path in logs if path.is_file() and canary in path.read_text(errors="replace")] == []
+
+
+PROMETHEUS_PORTS = range(9249, 9270)  # flink-conf/config.yaml's metrics.reporter.prometheus.port
+DASHBOARD = Path(__file__).resolve().parent.parent / "docker" / "grafana-lifeguard.json"
+
+
+def scrape(job_name: str) -> dict[str, list[str]]:
+    """Every Prometheus series of the job on this machine's reporters: metric name -> its sample lines. The
+    reporter writes label values with every character but letters, digits and _ as _."""
+    label = re.sub(r"[^A-Za-z0-9_]", "_", job_name)
+    series: dict[str, list[str]] = {}
+    for port in PROMETHEUS_PORTS:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+                text = response.read().decode()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("flink_") and f'job_name="{label}"' in line:
+                series.setdefault(line.split("{", 1)[0], []).append(line)
+    return series
+
+
+def test_the_job_exports_its_metrics_to_prometheus_and_the_dashboard_queries_only_those(job):
+    events = [chat("kid", "gg want to play again", to="kid-friend"), chat("teen", "send nudes", room="lobby")]
+    broken = f"not json {uuid.uuid4().hex}".encode()
+    job.produce([("chat", e) for e in events] + [("chat", broken)])
+    b64 = base64.b64encode(broken).decode()
+    job.outputs({e["event_id"] for e in events}, dead_letters=1, is_ours=lambda letter: letter["original_b64"] == b64)
+    series = scrape(job.cfg.job.name)
+    operator = "flink_taskmanager_job_task_operator_"
+    for name in ("batches", "texts_scored", "texts_escalated", "le_model_batch_ms", "model_batch_ms_count",
+                 "action_decisions", "tier_acted_by_tier", "error_kind_dead_letters"):
+        assert operator + name in series, f"{name} not exported: {sorted(series)[:40]}"
+    assert any('action="block"' in line for line in series[operator + "action_decisions"])
+    assert any('tier="rule"' in line for line in series[operator + "tier_acted_by_tier"])  # "send nudes" is a rule's
+    assert any('error_kind="not_json"' in line for line in series[operator + "error_kind_dead_letters"])
+    assert any('le="inf"' in line for line in series[operator + "le_model_batch_ms"])
+    queries = [target["expr"] for panel in json.loads(DASHBOARD.read_text())["panels"] for target in panel["targets"]]
+    assert queries and set(re.findall(r"flink_\w+", " ".join(queries))) <= set(series)
 
 
 def test_with_redis_dead_decisions_still_flow_as_for_the_youngest(services, tmp_path):

@@ -12,6 +12,7 @@ The sender's behaviour features (on its profile) can tighten the model threshold
 """
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,17 @@ class Screened:
     room_speakers: dict[str, list[RoomSpeaker]]  # per room, the senders of its decided chat messages
 
 
+# The tiers a decision's reasons come from, by the prefix each tier writes ("model:toxicity 0.93 >= ...").
+TIERS = ("rule", "link", "image", "model", "contact")
+
+
+def acting_tiers(decision: Decision) -> set[str]:
+    """The tiers whose reasons a decision other than allow carries (for the per-tier metrics)."""
+    if decision.action is Action.ALLOW:
+        return set()
+    return {reason.split(":", 1)[0] for reason in decision.reasons} & set(TIERS)
+
+
 def audience_band(policy: Policy, item: ScreeningInput) -> AgeBand:
     """The youngest party involved: sender, and the recipient or the room's assumed audience."""
     other = item.recipient.effective_age_band if item.recipient else policy.room_audience
@@ -76,6 +88,7 @@ class Screener:
         # The bands and model scores of recently screened messages (no text), on which a policy update is
         # tried before it is put in force (``udfs.control.unsafe_change``).
         self.recent_scores: deque[tuple[AgeBand, dict[str, float]]] = deque(maxlen=control.recent_sample)
+        self.last_model_ms = 0.0  # the text model's time on the last batch (a metric)
         self.limits = limits
         self.text_tier = TextTier(policy, base_dir)
         self.image_tier = ImageTier(image_banks, limits, image_model)
@@ -128,11 +141,14 @@ class Screener:
 
     def _score_texts(self, texts: Sequence[str], minors: Sequence[bool],
                      conversations: Sequence[bool]) -> ScoredTexts | None:
+        started = time.perf_counter()
         try:
             return self.text_model.score_and_embed(texts, minors, embedding_wanted=conversations)
         except Exception:  # a model failure must not drop the batch: it goes to review (fail safe)
             self.model_errors += 1
             return None
+        finally:
+            self.last_model_ms = (time.perf_counter() - started) * 1000
 
     # ---- the batch ----------------------------------------------------------------------------
 
