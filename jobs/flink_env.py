@@ -87,7 +87,7 @@ def _sql_string(value: str) -> str:
 def _kafka_options(cfg: LifeguardConfig, topics: list[str]) -> str:
     """The connector, topics, brokers and security settings (Flink masks the JAAS line where it prints options)."""
     properties = {"bootstrap.servers": cfg.kafka.bootstrap_servers, **cfg.kafka.security.client_properties()}
-    return ", ".join([f"'connector' = 'kafka'", f"'topic' = {_sql_string(';'.join(topics))}",
+    return ", ".join(["'connector' = 'kafka'", f"'topic' = {_sql_string(';'.join(topics))}",
                       *(f"'properties.{key}' = {_sql_string(value)}" for key, value in properties.items())])
 
 

@@ -106,6 +106,11 @@ ESCALATION_FPR = 0.02
 CONFIDENT_FPR = 0.002
 LOGIT_CLIP = 1e-6  # a float32 first-stage score of exactly 0 or 1 must not give an infinite logit
 BANK_NEIGHBOURS = 20  # nearest positives and negatives a bank score averages (20 beat 5 on val)
+# The categories the bank scores: where it raised val recall. Not sexual: its synthetic positives are the sexual
+# approaches to children (sexual_minors holds them too), and with a bank score "older people are nice" scored
+# 0.88 and the identity probe's non-toxic templates were flagged 13.9% of the time against 8.9% (age terms
+# worst: "I am older", "I am young").
+BANK_CATEGORIES = ("toxicity", "threat", "sexual_minors", "self_harm", "pii")
 # The domain gate's sharpness: a real-text head's score is multiplied by 1 - g ** GATE_POWER, g the gate's
 # probability that the message reads like the synthetic game chat. Chosen on val among 1, 2, 4, 8, 16: from 8 up
 # the real val rows lost nothing (ROC-AUC within .0002, recall at 1% and 0.3% of negatives unchanged), while on
@@ -166,11 +171,11 @@ def _nearest_mean(sims: np.ndarray) -> np.ndarray:
 
 def build_similarity_bank(embeddings: np.ndarray, examples: Sequence[Example], categories: Sequence[str]
                           ) -> SimilarityBank:
-    """The bank from the synthetic set's train rows; a category enters it with positives and negatives both."""
+    """The bank from the synthetic set's train rows, for BANK_CATEGORIES that have positives and negatives."""
     rows = [i for i, example in enumerate(examples)
             if example.split == "train" and example.data_set.name in SYNTHETIC_DATA_SETS]
     positives, negatives = {}, {}
-    for category in categories:
+    for category in (c for c in categories if c in BANK_CATEGORIES):
         labels = np.array([examples[i].record.labels.get(category, -1) for i in rows])
         if (labels == 1).any() and (labels == 0).any():
             positives[category], negatives[category] = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)

@@ -13,9 +13,9 @@ POLICY = load_policy(PROJECT_ROOT / "flink-conf/policy.yaml")
 
 @pytest.mark.parametrize("score, band, voice, action", [
     (0.95, AgeBand.UNDER_13, False, Action.BLOCK),
-    (0.90, AgeBand.UNDER_13, False, Action.REVIEW),
+    (0.85, AgeBand.UNDER_13, False, Action.REVIEW),
     (0.50, AgeBand.UNDER_13, False, None),          # game chat's floor put every toxicity threshold above it
-    (0.89, AgeBand.ADULT, False, None),
+    (0.80, AgeBand.ADULT, False, None),
     (0.95, AgeBand.ADULT, False, Action.REVIEW),   # adults: toxicity is never blocked by the model alone
     (0.95, AgeBand.UNDER_13, True, None),          # voice: a +0.14 margin lifts every threshold to 1
     (0.03, AgeBand.UNDER_13, False, None),
