@@ -73,8 +73,8 @@ class KafkaSecurity(_Section):
             module = ("org.apache.kafka.common.security.plain.PlainLoginModule" if self.sasl_mechanism == "PLAIN"
                       else "org.apache.kafka.common.security.scram.ScramLoginModule")
             properties["sasl.mechanism"] = self.sasl_mechanism
-            properties["sasl.jaas.config"] = (f'{module} required username={json.dumps(self.username)} '
-                                              f'password={json.dumps(self.password.get_secret_value())};')
+            properties["sasl.jaas.config"] = (f'{module} required username={json.dumps(self.username, ensure_ascii=False)} '
+                                              f'password={json.dumps(self.password.get_secret_value(), ensure_ascii=False)};')
         if self.protocol.endswith("SSL") and self.ca_file is not None:
             properties |= {"ssl.truststore.type": "PEM", "ssl.truststore.location": str(self.ca_file)}
         return properties
@@ -116,7 +116,8 @@ class RedisConfig(_Section):
     @model_validator(mode="after")
     def _fits_a_connection_string(self):
         # Feast takes Redis settings as one comma-separated string of key=value pairs.
-        for name, value in (("username", self.username), ("password", self.password and self.password.get_secret_value())):
+        for name, value in (("username", self.username),
+                            ("password", None if self.password is None else self.password.get_secret_value())):
             if value is not None and ("," in value or not value):
                 raise ValueError(f"redis.{name} must be non-empty and hold no comma (Feast's connection string splits on it)")
         return self
@@ -191,6 +192,13 @@ class ControlConfig(_Section):
     max_acted_share_change: float = Field(0.05, ge=0, le=1)
     # Hashes one bank may hold (banks file and topic together); an add past it is refused.
     max_bank_hashes: int = Field(1_000_000, ge=1)
+
+    @model_validator(mode="after")
+    def _sample_can_fill(self):
+        if self.recent_sample < self.min_sample:
+            raise ValueError(f"recent_sample ({self.recent_sample}) below min_sample ({self.min_sample}): the share "
+                             "check would never run")
+        return self
 
 
 class ModelConfig(_Section):

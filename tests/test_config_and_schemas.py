@@ -52,6 +52,8 @@ def test_credentials_come_from_the_environment_reach_every_client_and_are_never_
     ({"LIFEGUARD_KAFKA__SECURITY__PROTOCOL": "SASL_SSL"}, "needs username and password"),
     ({"LIFEGUARD_KAFKA__SECURITY__PROTOCOL": "TLS"}, "protocol"),
     ({"LIFEGUARD_REDIS__PASSWORD": "a,b"}, "hold no comma"),
+    ({"LIFEGUARD_REDIS__PASSWORD": ""}, "non-empty"),
+    ({"LIFEGUARD_CONTROL__RECENT_SAMPLE": "10"}, "share check would never run"),
 ])
 def test_incomplete_or_unusable_credentials_are_a_clear_error(tmp_path, env, says):
     with pytest.raises(ValidationError, match=says):

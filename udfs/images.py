@@ -108,6 +108,7 @@ def read_uri(uri: str, max_bytes: int, local_roots: Sequence[Path] = (), timeout
     try:
         return reading.result(timeout=timeout_s)
     except concurrent.futures.TimeoutError:
+        reading.cancel()  # a read still queued behind stalled ones never starts
         raise ImageRejected(REASON_URI_UNREADABLE, f"{scheme}:// did not answer within {timeout_s:g} s") from None
 
 
