@@ -15,7 +15,7 @@ from lifeguard import PROJECT_ROOT
 from lifeguard.config import load_config
 from lifeguard.schemas import AgeBand, ChatMessage, Decision, HashBankUpdate, PolicyUpdate, Upload
 from udfs.control import (HASH_BANK_UPDATES, POLICY_UPDATES, apply_bank_update, apply_policy_update, parse_control,
-                          restore, state_entry)
+                          restore, state_entry, would_act)
 from udfs.images import decode_image, image_hashes
 from udfs.parse import Rejected, SourceRef
 from udfs.policy import load_policy
@@ -162,7 +162,7 @@ def with_threshold(category: str, band: str, action: str, value, version: str = 
     return doc
 
 
-def _shipped_bank_policy_doc(kind: str) -> dict:
+def with_bank_kind(kind: str) -> dict:
     doc = document(version="v2")
     doc.setdefault("images", {}).setdefault("banks", {})["known-bad"] = {"kind": kind}
     return doc
@@ -173,7 +173,7 @@ def _shipped_bank_policy_doc(kind: str) -> dict:
      "thresholds.threat dropped"),
     (with_threshold("sexual_minors", "under_13", "block", 0.0), "thresholds.sexual_minors.under_13.block 0 is below the floor 0.01"),
     (with_threshold("threat", "under_13", "block", None), "thresholds.threat.under_13.block removed for a minor"),
-    (_shipped_bank_policy_doc("allow"), "images.banks.known-bad turned from block into an allow bank"),
+    (with_bank_kind("allow"), "images.banks.known-bad turned from block into an allow bank"),
 ])
 def test_a_policy_update_that_would_stop_or_flood_moderation_is_refused(doc, says):
     with pytest.raises(Rejected) as caught:
@@ -182,7 +182,7 @@ def test_a_policy_update_that_would_stop_or_flood_moderation_is_refused(doc, say
 
 
 def test_an_adult_only_loosening_and_a_new_review_bank_are_accepted():
-    doc = _shipped_bank_policy_doc("review")
+    doc = with_bank_kind("review")
     doc["thresholds"]["toxicity"]["adult"]["warn"] = None
     assert apply_policy_update(POLICY, policy_update(doc)).version == "v2"
 
@@ -205,6 +205,15 @@ def test_a_policy_that_would_act_on_far_more_recent_messages_is_refused_and_a_sm
     assert apply_policy_update(POLICY, policy_update(lower), recent=recent[:100]).version == "v2"
     slight = with_threshold("threat", "under_13", "review", round(THREAT.review + 0.02, 2))
     assert apply_policy_update(POLICY, policy_update(slight), recent=recent).version == "v2"
+
+
+def test_the_share_check_counts_a_softened_block_as_a_review():
+    # A toxicity block yields to review when self-harm is signalled: a message scoring high on both is
+    # reviewed, not blocked, so it adds nothing to the blocked share.
+    policy = load_policy(document(review_instead_of_block_when={"toxicity": ["self_harm"]}))
+    both = {category: 0.99 for category in ("toxicity", "self_harm")}
+    assert would_act(policy, [(AgeBand.UNDER_13, both)]) == (1.0, 0.0)
+    assert would_act(load_policy(document(review_instead_of_block_when={})), [(AgeBand.UNDER_13, both)]) == (1.0, 1.0)
 
 
 def test_a_bank_holding_the_most_hashes_takes_no_more():

@@ -31,7 +31,7 @@ from lifeguard.config import ControlConfig
 from lifeguard.schemas import CONTROL_SCHEMAS, SCHEMA_VERSION, Action, AgeBand, HashBankUpdate, PolicyUpdate
 from udfs.parse import Rejected, explain, parse_record
 from udfs.image_policy import BankKind
-from udfs.policy import Policy, load_policy, model_signals
+from udfs.policy import Policy, decide, load_policy, model_signals, soften
 from udfs.rules import RuleMatcher
 from udfs.image_tier import BANK_SIGNAL_TYPES, Banks
 
@@ -142,9 +142,9 @@ def unsafe_change(current: Policy, new: Policy, guard: ControlConfig, recent: Re
 
 def would_act(policy: Policy, recent: RecentScores) -> tuple[float, float]:
     """The shares of ``recent`` messages that ``policy``'s model thresholds act on (any action but allow)
-    and block, each as a first-time sender's typed message."""
-    actions = [max((s.action for s in model_signals(policy, scores, band, voice=False)),
-                   key=lambda a: a.severity, default=Action.ALLOW) for band, scores in recent]
+    and block, each as a first-time sender's typed message, blocks softened as the policy says."""
+    actions = [decide(soften(policy, model_signals(policy, scores, band, voice=False))).action
+               for band, scores in recent]
     return (sum(a is not Action.ALLOW for a in actions) / len(actions),
             sum(a is Action.BLOCK for a in actions) / len(actions))
 
