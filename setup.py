@@ -42,7 +42,8 @@ setup(
     version="0.1.0",
     description="Real-time child-safety and content-moderation pipeline on PyFlink",
     python_requires=">=3.10,<3.12",
-    packages=find_packages(include=["lifeguard", "jobs", "udfs", "features", "models", "feature_repo"]),
+    packages=find_packages(include=[name for top in ("lifeguard", "jobs", "udfs", "features", "models", "feature_repo", "tools")
+                                    for name in (top, f"{top}.*")]),
     include_package_data=True,
     package_data={"udfs": ["data/*.json", "data/*.txt", "data/*.LICENSE", "data/README.md"]},
     install_requires=RUNTIME,
@@ -57,5 +58,5 @@ setup(
         "gpu": ["onnxruntime-gpu>=1.19"],
         "dev": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100"],
     },
-    entry_points={"console_scripts": ["lifeguard=lifeguard.cli:main"]},
+    entry_points={"console_scripts": ["lifeguard=tools.cli:main"]},
 )

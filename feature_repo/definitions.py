@@ -7,7 +7,7 @@ Two kinds of view:
   point-in-time queries (see docs/analysts.md). Their fields are those of ``features.child_day.DayTotals``
   and ``features.behaviour.BehaviourRow`` (a test checks they agree).
 
-The profile view's fields are those of ``features.profiles.UserProfile`` (a test checks they agree).
+The profile view's fields are those of ``lifeguard.profiles.UserProfile`` (a test checks they agree).
 Profiles land in the offline store as parquet (for point-in-time queries) and in the Redis online
 store (for the job), both written by ``features.feast_store.load_profiles``. ``declare`` takes the
 offline data directory so that the job, the tests and the ``feast`` CLI (module-level objects below,

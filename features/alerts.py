@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from features.profiles import UserProfile
+from lifeguard.profiles import UserProfile
 from lifeguard.schemas import ParentAlert
 
 DIGEST = "daily_digest"

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from features.age_signals import age_claims, contradiction
 from features.alerts import AlertCandidate
-from features.profiles import UserProfile
+from lifeguard.profiles import UserProfile
 from features.json_state import JsonState
 from features.screen_time import local_day
 from lifeguard.config import FeaturesConfig

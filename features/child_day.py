@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field
 
 from features.alerts import AlertCandidate, AlertGate
-from features.profiles import UserProfile
+from lifeguard.profiles import UserProfile
 from features.screen_time import MINUTE_MS, local_day, screen_time_crossings, split_by_local_day
 from lifeguard.config import FeaturesConfig
 

@@ -20,7 +20,7 @@ import pandas as pd
 import yaml
 
 from feature_repo.definitions import PROFILES_PARQUET
-from features.profiles import BEHAVIOUR_FEATURES, PROFILE_FEATURES, UserProfile, fallback_profile
+from lifeguard.profiles import BEHAVIOUR_FEATURES, PROFILE_FEATURES, UserProfile, fallback_profile
 from lifeguard.config import LifeguardConfig
 from lifeguard.schemas import AgeBand
 

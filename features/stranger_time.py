@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
-from features.profiles import UserProfile, fallback_profile
+from lifeguard.profiles import UserProfile, fallback_profile
 from features.sessions import Presence
 from lifeguard.schemas import AgeBand
 

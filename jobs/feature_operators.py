@@ -26,7 +26,7 @@ from features.sessions import Presence, UserSessions, clock_ahead
 from lifeguard.config import FeaturesConfig
 from features.stranger_time import MINUTE_MS, is_child, minute_buckets, stranger_time
 from jobs.metrics import CountersOf
-from jobs.operators import DEAD_LETTERS, _Validate, now_ms, output_row
+from jobs.plumbing import DEAD_LETTERS, Validate, now_ms, output_row
 from lifeguard.config import LifeguardConfig
 from lifeguard.schemas import ChatMessage, Decision, SessionEvent
 from udfs.parse import Rejected, SourceRef, dead_letter, explain, parse_event
@@ -76,7 +76,7 @@ def event_time(event) -> int:
     return event.event_ts if isinstance(event, Decision) else event.ts
 
 
-class ValidateFeatureInput(_Validate):
+class ValidateFeatureInput(Validate):
     """Sessions, chat and decisions; invalid records and event clocks far ahead become dead letters."""
 
     dead_letter_metric = "feature_dead_letters"

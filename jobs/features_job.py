@@ -25,7 +25,7 @@ from jobs.feature_operators import (FEATURE_EVENT, FEATURE_INPUT, OUTPUTS, ROOM_
                                     PushFeatures, RoomCoPresence, TrackSessions, UserActivityFeatures,
                                     ValidateFeatureInput, room_buckets)
 from jobs.flink_env import create_keyed_sink, create_raw_source, environments
-from jobs.operators import OUTPUT_RECORD
+from jobs.plumbing import OUTPUT_RECORD
 from lifeguard.config import LifeguardConfig, load_config
 
 JOB_NAME = "lifeguard-features"

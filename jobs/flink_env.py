@@ -17,7 +17,7 @@ from pyflink.datastream import StreamExecutionEnvironment
 from pyflink.table import StreamTableEnvironment
 
 from lifeguard.config import LifeguardConfig
-from lifeguard.jars import verified_jars
+from jobs.jars import verified_jars
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, str]:

@@ -16,8 +16,9 @@ letters out.
       -> route (SQL)     (topic, key, JSON) rows of both, split by topic
       -> Kafka decisions | review-queue | parent-alerts | dead-letter
 
-Run locally on the MiniCluster with ``python jobs/moderation_job.py``; on a cluster with
-``flink run -py jobs/moderation_job.py -pyfs .``. Addresses and topics come from ``lifeguard.config``.
+Run locally on the MiniCluster with ``python jobs/moderation_job.py``; on a cluster with the ``flink run``
+line of ``tools.local.submit_command``, which ``lifeguard cluster start`` prints. Addresses and topics come
+from ``lifeguard.config``.
 """
 from __future__ import annotations
 
@@ -26,9 +27,9 @@ import zlib
 from pyflink.common import Row, Types
 
 from jobs.flink_env import create_keyed_sink, create_raw_source, environments
-from jobs.operators import (CONTROL_RECORD, CONTROL_STATE, CONVERSATION_TURNS, DEAD_LETTERS, OUTPUT_RECORD,
-                            ROOM_SPEAKERS, VALID_RECORD, ConversationRisk, RoomMeetings, ScreenBatch, ValidateControl,
-                            ValidateRecord)
+from jobs.operators import (CONTROL_RECORD, CONTROL_STATE, CONVERSATION_TURNS, ROOM_SPEAKERS, VALID_RECORD,
+                            ConversationRisk, RoomMeetings, ScreenBatch, ValidateControl, ValidateRecord)
+from jobs.plumbing import DEAD_LETTERS, OUTPUT_RECORD
 from lifeguard.config import LifeguardConfig, load_config
 from udfs.grooming import GroomingSettings
 

@@ -4,31 +4,26 @@ They live in a module of their own (not the job's ``__main__``) so Flink pickles
 """
 from __future__ import annotations
 
-import time
-
 from pyflink.common import Row, Types
-from pyflink.datastream import (KeyedBroadcastProcessFunction, KeyedProcessFunction, OutputTag, ProcessFunction,
-                                RuntimeContext)
+from pyflink.datastream import KeyedBroadcastProcessFunction, KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor, ValueStateDescriptor
 
 from features.feast_store import ProfileLookup
 from jobs.metrics import CountersByLabel, CountersOf, Histogram
+from jobs.plumbing import Validate, now_ms, output_row
 from lifeguard.config import LifeguardConfig
-from lifeguard.schemas import DeadLetter, Decision, ParentAlert, ReviewItem
+from lifeguard.schemas import DeadLetter, Decision, ReviewItem
 from udfs.control import (HASH_BANK_UPDATES, POLICY_UPDATES, apply_bank_update, apply_policy_update,
                           parse_control, restore, state_entry)
 from udfs.grooming import (ConversationTurn, GroomingSettings, MessageSignals, PairState, RoomMeeting, RoomState,
                            add_meeting, room_meetings, speakers_from_json, speakers_to_json, step)
 from udfs.parse import Rejected, SourceRef, dead_letter, parse_event
-from udfs.screening import Output, ScreeningInput, Screener, acting_tiers
+from udfs.screening import ScreeningInput, Screener, acting_tiers
 
 # A validated chat message or upload, kept in state as declared types (not pickled objects).
 VALID_RECORD = Types.ROW_NAMED(
     ["schema", "user_id", "topic", "partition", "offset", "kafka_ts", "value"],
     [Types.STRING(), Types.STRING(), Types.STRING(), Types.INT(), Types.LONG(), Types.LONG(), Types.STRING()])
-# What goes to an output topic.
-OUTPUT_RECORD = Types.ROW_NAMED(["topic", "k", "v"], [Types.STRING(), Types.STRING(), Types.STRING()])
-KEYED_MESSAGE = Types.ROW_NAMED(["k", "v"], [Types.STRING(), Types.STRING()])
 # A well-formed policy or hash-bank update, with where it came from (for a dead letter if it cannot apply).
 CONTROL_RECORD = Types.ROW_NAMED(
     ["schema", "topic", "partition", "offset", "kafka_ts", "value"],
@@ -58,57 +53,7 @@ PAIR_MEETING = Types.ROW_NAMED(["met_room", "met_ts"], [Types.STRING(), Types.LO
 # The text model's time per batch, in milliseconds: the histogram's bucket bounds.
 MODEL_MS_BUCKETS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
 
-# Every side output must have a consumer: in thread mode, yielding to an unconsumed tag stalls the operator.
-DEAD_LETTERS = OutputTag("dead-letters", OUTPUT_RECORD)
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def output_row(topics, output: Output) -> Row:
-    """The topic and key for each kind of output: records are keyed by the user they concern."""
-    if isinstance(output, Decision):
-        topic, key = topics.decisions, output.user_id
-    elif isinstance(output, ReviewItem):
-        topic, key = topics.review_queue, output.user_id
-    elif isinstance(output, ParentAlert):
-        topic, key = topics.parent_alerts, output.parent_id
-    else:
-        topic, key = topics.dead_letter, output.event_id or ""
-    return Row(topic, key, output.model_dump_json())
-
-
-class _Validate(ProcessFunction):
-    """Parses each raw record against its topic's schema; anything invalid becomes a dead letter.
-    Subclasses name their topics' schemas, how a record is parsed, and what a valid one becomes."""
-
-    dead_letter_metric = "dead_letters"
-
-    def __init__(self, cfg: LifeguardConfig):
-        self._cfg = cfg
-        self._schema_of_topic = self.schemas(cfg.kafka.topics)
-
-    def open(self, runtime_context: RuntimeContext):
-        self._metrics = runtime_context.get_metrics_group()
-        self._dead_letters = self._metrics.counter(self.dead_letter_metric)
-        self._dead_letters_by_kind = CountersByLabel(self._metrics, "error_kind", self.dead_letter_metric)
-
-    def process_element(self, row, ctx):
-        value: bytes = row["value"]
-        source = SourceRef(row["topic"], row["partition"], row["offset"], ctx.timestamp())
-        schema = self._schema_of_topic[source.topic]
-        try:
-            parsed = self.parse(schema, value, self._cfg.limits.max_record_bytes)
-        except Rejected as rejected:
-            self._dead_letters.inc()
-            self._dead_letters_by_kind.inc(rejected.error_kind)
-            yield DEAD_LETTERS, output_row(self._cfg.kafka.topics, dead_letter(source, value, rejected, now_ms()))
-            return
-        yield from self.forward(schema, parsed, source, value.decode("utf-8"))
-
-
-class ValidateRecord(_Validate):
+class ValidateRecord(Validate):
     """Chat messages and uploads go on to screening; session events are validated and counted."""
 
     def schemas(self, topics) -> dict[str, str]:
@@ -128,7 +73,7 @@ class ValidateRecord(_Validate):
         yield Row(schema, event.user_id, source.topic, source.partition, source.offset, source.kafka_ts, value)
 
 
-class ValidateControl(_Validate):
+class ValidateControl(Validate):
     """Checks that each control update can apply (a valid policy document, a well-formed hash), so a bad
     one becomes a dead letter here, once, before the update is broadcast."""
 

@@ -10,7 +10,7 @@ import json
 from pyflink.common import Row
 
 from jobs.flink_env import create_keyed_sink, create_raw_source, environments
-from jobs.operators import KEYED_MESSAGE
+from jobs.plumbing import KEYED_MESSAGE
 from lifeguard.config import load_config
 
 

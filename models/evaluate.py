@@ -6,7 +6,7 @@ It writes ``evaluation.md`` (the report), ``evaluation.json`` (every figure in i
 (``pr_curves.png``, ``reliability.png``) to ``--out``. Whatever text model and policy the project
 is configured with (``flink-conf/lifeguard.yaml``) are what it measures: the model through
 `udfs.text_model.TextModel.score_batch` (``Screener.text_model``), the whole text tier (rules,
-links, model, policy) through `lifeguard.score.score_lines`, the code path of ``lifeguard score
+links, model, policy) through `udfs.backtest.score_lines`, the code path of ``lifeguard score
 text`` and of the job. Four parts:
 
 1. Per category, on the **test split** (`models.splits.split_of`) of the data sets trained on,
@@ -46,7 +46,7 @@ from sklearn.metrics import precision_recall_curve
 from lifeguard import PROJECT_ROOT
 from lifeguard.config import load_config
 from lifeguard.schemas import AgeBand
-from lifeguard.score import policy_actions
+from udfs.backtest import policy_actions
 from models import child_directed
 from models.child_directed import report as child_directed_report
 from models.datasets import DATA_SETS, DEFAULT_DATA_DIR, LabelledText, load, split_for
@@ -553,7 +553,7 @@ def render(report: dict) -> str:
             f"Data: `{evasion['paragraphs']['data']}` (better_profanity's benchmark, MIT): 1,000 lorem-ipsum "
             "paragraphs with obfuscated profanity from its 944-word list; a paragraph \"contains profanity\" iff "
             "its censored line differs from the original (the README's definition). Lifeguard runs through the "
-            "full policy path (`lifeguard.score.score_lines`: normalisation, rules, links, model, current policy); "
+            "full policy path (`udfs.backtest.score_lines`: normalisation, rules, links, model, current policy); "
             "**caught = any action other than allow** (warn included). Two contexts: a room message for the "
             "youngest audience (under_13, the policy's room default) and a direct message between adults.", "",
             "| who | obfuscated paragraphs caught | false positives on clean paragraphs | source of the figure |",

@@ -50,12 +50,12 @@ below which stage 1 is trusted ("clearly benign", 5% of val negatives) kept stag
 `text-minilm-3`'s models, the cascade ranked toxicity at .980 ROC-AUC on test against .985 for stage 2 on
 every row, and .716 against .769 on OLID, tweets that neither stage trained on. The cost is time: the
 simulator's chat, 97% of it with a minor involved, goes almost wholly to stage 2 (142 messages/s against
-402 with the bound, on a 2-core machine; models/README.md).
+402 with the bound, on a 2-core machine; models/README.md, `lifeguard bench cascade`).
 
 Metrics (the manifest beside the model) are computed through `udfs.text_model.TextModel`, the job's
 code path: val (where the rule and the stack were chosen) and test (reporting only), per category for
-stage 1, stage 2 on every row, and the cascade; the share escalated on the simulator's chat; and the
-cascade's throughput.
+stage 1, stage 2 on every row, and the cascade. The share the cascade escalates on the simulator's chat,
+and its throughput, are a benchmark's (`lifeguard bench cascade`), not the model's.
 """
 from __future__ import annotations
 
@@ -333,7 +333,6 @@ def main(argv: Sequence[str] | None = None) -> None:
                 tuned.logit_matrix(evaluation_only, args.tokenizer), bank.scores(evaluation_embeddings, categories),
                 heads, child_heads, gate, bounds),
         },
-        "chat_mix": chat_mix_share(cascade, args.data_dir),
     }
     manifest_path = args.out.with_name(args.out.stem + ".manifest.json")
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
@@ -411,36 +410,6 @@ def split_metrics(examples: Sequence[Example], split: str, embeddings: np.ndarra
             entry[name] = {**_ranking(labels, cascade), "escalated_share": round(float(escalated.mean()), 4)}
         report[category] = entry
     return report
-
-
-def chat_mix_share(cascade: TextModel, data_dir: Path, seconds: float = 300, batch: int = 64) -> dict:
-    """The share of the simulator's chat that the cascade sends to stage 2, and the cascade's throughput in
-    batches of `batch` on this machine. Minor involved: a room message (rooms are judged as if a child is
-    present) or a direct message with a minor at either end."""
-    from lifeguard.simulator import build_platform, generate_events  # the simulator is for this report only
-
-    platform = build_platform(n_users=400, seed=SEED, now_ms=1_767_225_600_000)
-    chat = [event.value for event in generate_events(platform, seconds, 20.0, seed=SEED, start_ms=platform.now_ms,
-                                                     data_dir=data_dir) if event.topic == "chat"]
-    profiles = platform.by_id
-
-    def minor(message: dict) -> bool:
-        if message.get("room_id") is not None:
-            return True
-        return any(profiles[user].effective_age_band.is_minor for user in (message["user_id"], message["recipient_id"]))
-
-    texts, minors = [m["text"] for m in chat], [minor(m) for m in chat]
-    cascade.scored = cascade.escalated = 0
-    started = time.perf_counter()
-    for start in range(0, len(texts), batch):
-        cascade.score_batch(texts[start:start + batch], minors[start:start + batch])
-    elapsed = time.perf_counter() - started
-    return {"data": f"lifeguard.simulator chat, {len(texts)} messages ({seconds:.0f} s at 20 events/s, seed {SEED}); "
-                    "benign text is templates plus real test-split rows, harmful text real test-split rows",
-            "messages": len(texts), "minor_involved_share": round(float(np.mean(minors)), 4),
-            "escalated_share": round(cascade.escalated / cascade.scored, 4),
-            "messages_per_s": round(len(texts) / elapsed, 1),
-            "batch": batch, "machine": "this machine's CPU (onnxruntime CPUExecutionProvider)"}
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from lifeguard import localrun
+from tools import local
 from lifeguard.config import LifeguardConfig, isolated_run_environ, load_config
 
 
@@ -17,8 +17,8 @@ def base_config() -> LifeguardConfig:
 
 @pytest.fixture(scope="session")
 def services(base_config) -> LifeguardConfig:
-    localrun.broker_start(base_config)
-    localrun.redis_ensure(base_config)
+    local.broker_start(base_config)
+    local.redis_ensure(base_config)
     return base_config
 
 

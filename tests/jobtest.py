@@ -15,11 +15,11 @@ from PIL import Image
 
 from conftest import isolated_environ
 from features.feast_store import apply_definitions, load_profiles, open_store
-from features.profiles import UserProfile
-from lifeguard import kafka_io, localrun
+from lifeguard.profiles import UserProfile
+from tools import kafka_io, local
 from lifeguard.config import KafkaConfig, load_config
-from lifeguard.demo import write_image_banks
-from lifeguard.jobrunner import JobProcess, running_job
+from tools.demo import write_image_banks
+from tools.jobrunner import JobProcess, running_job
 from lifeguard.schemas import AgeBand
 
 SEED = 11
@@ -103,7 +103,7 @@ def started_job(tmp_path: Path, **overrides: str) -> Iterator["Job"]:
     message (`wait_until_ready`)."""
     environ = isolated_environ(tmp_path, **overrides)
     cfg = load_config(environ=environ)
-    localrun.create_topics(cfg)
+    local.create_topics(cfg)
     store = open_store(cfg.model_copy(update={"redis": load_config(environ={}).redis}))
     apply_definitions(cfg, store)
     load_profiles(cfg, store, [KID, KID_FRIEND, ADULT, TEEN])

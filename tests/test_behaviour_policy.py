@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 from pydantic import ValidationError
 
-from features.profiles import UserProfile
+from lifeguard.profiles import UserProfile
 from lifeguard import PROJECT_ROOT
 from lifeguard.config import load_config
 from lifeguard.schemas import Action, AgeBand, ChatMessage, Decision

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from features.profiles import UserProfile
+from lifeguard.profiles import UserProfile
 from lifeguard import PROJECT_ROOT
 from lifeguard.config import load_config
 from lifeguard.schemas import AgeBand, ChatMessage, Decision, HashBankUpdate, PolicyUpdate, Upload

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from lifeguard import PROJECT_ROOT
-from lifeguard.simulator import benign_images
+from tools.simulator import benign_images
 from jobtest import SEED, Job, chat, started_job, upload
 from udfs.images import decode_image, image_hashes
 

@@ -7,7 +7,7 @@ from feature_repo.definitions import user_profile
 from features.behaviour import BehaviourRow
 from features.feast_store import ProfileLookup, apply_definitions, load_profiles, open_store
 from features.feature_push import FeaturePusher
-from features.profiles import PROFILE_FEATURES, UserProfile
+from lifeguard.profiles import PROFILE_FEATURES, UserProfile
 from lifeguard.config import load_config
 from lifeguard.schemas import AgeBand
 

@@ -10,7 +10,7 @@ from features.age_signals import age_claims, contradiction
 from features.alerts import AlertCandidate, AlertGate
 from features.behaviour import UserActivity, decision_categories
 from features.child_day import ChildDay
-from features.profiles import UserProfile
+from lifeguard.profiles import UserProfile
 from features.screen_time import local_day, previous_local_day, screen_time_crossings, split_by_local_day
 from features.sessions import Presence
 from lifeguard.config import FeaturesConfig

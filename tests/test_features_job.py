@@ -24,11 +24,11 @@ import pytest
 
 from conftest import isolated_environ
 from features.feast_store import apply_definitions, load_profiles, open_store
-from features.profiles import UserProfile
+from lifeguard.profiles import UserProfile
 from jobtest import free_port, wait_until_ready
-from lifeguard import kafka_io, localrun
+from tools import kafka_io, local
 from lifeguard.config import load_config
-from lifeguard.jobrunner import running_job
+from tools.jobrunner import running_job
 from lifeguard.schemas import AgeBand
 
 D = pd.Timestamp("2026-01-01T10:00:00Z")
@@ -93,7 +93,7 @@ def run(services, tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("features-job")
     environ = isolated_environ(tmp_path)
     cfg = load_config(environ=environ)
-    localrun.create_topics(cfg)
+    local.create_topics(cfg)
     store = open_store(cfg)
     apply_definitions(cfg, store)
     load_profiles(cfg, store, [KID_A, KID_B, KID_C, STRANGER])

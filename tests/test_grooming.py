@@ -11,11 +11,11 @@ from dataclasses import replace
 
 import pytest
 
-from features.profiles import UserProfile
+from lifeguard.profiles import UserProfile
 from lifeguard import PROJECT_ROOT
 from lifeguard.config import load_config
 from lifeguard.schemas import AgeBand, ChatMessage, Decision, ParentAlert, ReviewItem
-from lifeguard.simulator import GROOMING_STAGES
+from tools.simulator import GROOMING_STAGES
 from udfs.grooming import (DAY_MS, HOUR_MS, STAGES, ConversationTurn, GroomingSettings, MessageSignals, RoomMeeting,
                            RoomSpeaker, RoomState, add_meeting, add_message, is_late_night, load_bank, pair_key,
                            reason_flags, room_meetings, step)

@@ -14,7 +14,7 @@ import uuid
 import pytest
 
 from jobtest import chat, started_job
-from lifeguard import kafka_io
+from tools import kafka_io
 
 # Written apart from the bank (tests/test_grooming.py checks that no line of it is in the bank).
 GROOMING = [

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lifeguard.simulator import procedural_image
+from tools.simulator import procedural_image
 from udfs.image_model import MODELLED_CATEGORIES, UNMODELLED_CATEGORIES, ImageModel
 
 

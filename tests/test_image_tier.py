@@ -15,7 +15,7 @@ from PIL import Image
 from lifeguard import PROJECT_ROOT
 from lifeguard.config import load_config
 from lifeguard.schemas import Action, AgeBand, Upload
-from lifeguard.simulator import IMAGE_EDITS, blocklist_images, edited_reupload, encode_image, procedural_image
+from tools.simulator import IMAGE_EDITS, blocklist_images, edited_reupload, encode_image, procedural_image
 from udfs.image_model import ImageModel
 from udfs.image_policy import BankPolicy, FloodControl, ImagePolicy
 from udfs.image_tier import BankMatch, Banks, FloodGuard, ImageResult, ImageTier

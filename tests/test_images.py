@@ -18,7 +18,7 @@ from fsspec.spec import AbstractFileSystem
 from PIL import Image
 
 from lifeguard import PROJECT_ROOT
-from lifeguard.simulator import IMAGE_EDITS, blocklist_hashes, blocklist_images, edited_reupload, encode_image, \
+from tools.simulator import IMAGE_EDITS, blocklist_hashes, blocklist_images, edited_reupload, encode_image, \
     procedural_image
 from udfs.images import (PIXEL_CEILING, ImageHashes, ImageRejected, _sampled_frames, decode_frames, decode_image,
                          hamming, image_hashes, match_bank, pdq_hash, read_uri)

@@ -7,12 +7,12 @@ import uuid
 import pytest
 from kafka import KafkaConsumer
 
-from lifeguard import kafka_io, localrun
+from tools import kafka_io, local
 
 
 def test_a_record_on_a_topic_created_a_moment_ago_is_read_back(services):
     topic = f"test-kafka-io-{uuid.uuid4().hex[:8]}"
-    localrun.create_topics(services, [topic])
+    local.create_topics(services, [topic])
     producer = kafka_io.producer(services.kafka)
     producer.send(topic, key="k", value={"n": 1}).get(timeout=30)
     producer.close()

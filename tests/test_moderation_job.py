@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from jobtest import SEED, chat, decisions_by_id, png, started_job, upload
-from lifeguard.simulator import blocklist_images, malformed_records
+from tools.simulator import blocklist_images, malformed_records
 
 @pytest.fixture(scope="module")
 def job(services, tmp_path_factory):

@@ -12,7 +12,7 @@ def test_score_text_gives_one_line_per_message_with_the_policy_action(tmp_path):
         {"id": "c", "text": "add me on snapchat", "sender_age_band": "adult", "recipient_age_band": "adult"},
         {"id": "d", "text": "i want to kill myself", "sender_age_band": "13_15"},
     ]) + "\n")
-    run = subprocess.run([sys.executable, "-m", "lifeguard.cli", "score", "text", str(messages)],
+    run = subprocess.run([sys.executable, "-m", "tools.cli", "score", "text", str(messages)],
                          capture_output=True, text=True, check=True)
     results = [json.loads(line) for line in run.stdout.splitlines()]
     assert [(r["id"], r["action"]) for r in results] == [("a", "allow"), ("b", "review"), ("c", "allow"),
@@ -25,7 +25,7 @@ def test_score_text_gives_one_line_per_message_with_the_policy_action(tmp_path):
 def test_a_line_holding_a_lone_surrogate_is_scored_like_the_others(tmp_path):
     messages = tmp_path / "past.jsonl"
     messages.write_text('{"id": "odd", "text": "hi \\ud800"}\n{"id": "good", "text": "gg"}\n')
-    run = subprocess.run([sys.executable, "-m", "lifeguard.cli", "score", "text", str(messages)],
+    run = subprocess.run([sys.executable, "-m", "tools.cli", "score", "text", str(messages)],
                          capture_output=True, text=True, check=True)
     results = {r["id"]: r for r in map(json.loads, run.stdout.splitlines())}
     assert "characters that are not text (lone surrogates) replaced for screening" in results["odd"]["reasons"]

@@ -1,4 +1,4 @@
-"""lifeguard.score_images: offline image scoring through the job's screener."""
+"""tools.score_images: offline image scoring through the job's screener."""
 import io
 import json
 
@@ -8,7 +8,7 @@ from PIL import Image
 from lifeguard import PROJECT_ROOT
 from lifeguard.config import load_config
 from lifeguard.schemas import AgeBand
-from lifeguard.score_images import score_images, score_images_to
+from tools.score_images import score_images, score_images_to
 from udfs.image_tier import Banks
 from udfs.images import decode_image, image_hashes
 from udfs.screening import Screener

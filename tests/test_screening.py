@@ -5,7 +5,7 @@ import io
 import pytest
 from PIL import Image
 
-from features.profiles import UserProfile, fallback_profile
+from lifeguard.profiles import UserProfile, fallback_profile
 from lifeguard.config import load_config
 from lifeguard.schemas import AgeBand, ChatMessage, DeadLetter, Decision, ParentAlert, ReviewItem, Upload
 from udfs.parse import SourceRef

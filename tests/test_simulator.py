@@ -1,4 +1,4 @@
-"""lifeguard.simulator: a platform that looks like the spec, events that are valid, truth that is honest."""
+"""tools.simulator: a platform that looks like the spec, events that are valid, truth that is honest."""
 from __future__ import annotations
 
 import base64
@@ -14,11 +14,11 @@ import zoneinfo
 import pytest
 from pydantic import ValidationError
 
-from features.profiles import UserProfile
+from lifeguard.profiles import UserProfile
 from lifeguard import PROJECT_ROOT
 from lifeguard.config import LimitsConfig
 from lifeguard.schemas import INPUT_SCHEMAS, AgeBand
-from lifeguard.simulator import AGE_MIX, CASES, DEFAULT_DATA_DIR, MALFORMED_KINDS, MIN_UNRELATED_DISTANCE, \
+from tools.simulator import AGE_MIX, CASES, DEFAULT_DATA_DIR, MALFORMED_KINDS, MIN_UNRELATED_DISTANCE, \
     HarmMix, SimEvent, blocklist_hashes, build_platform, generate_events, malformed_records, play_day, refang
 from models.datasets import DATA_SETS, load
 from models.splits import split_of
@@ -72,7 +72,7 @@ _DIGEST_SCRIPT = """
 import sys
 sys.path.insert(0, {tests!r})
 from test_simulator import START_MS, _digest
-from lifeguard.simulator import build_platform, generate_events
+from tools.simulator import build_platform, generate_events
 platform = build_platform(300, seed=4, now_ms=START_MS)
 print(_digest(platform, list(generate_events(platform, duration_s=30, events_per_s=200, seed=4, start_ms=START_MS))))
 """

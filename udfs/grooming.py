@@ -50,7 +50,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 
-from features.profiles import UserProfile
+from lifeguard.profiles import UserProfile
 from lifeguard.config import GroomingConfig
 from lifeguard.schemas import AgeBand, ChatMessage, Decision, ParentAlert, ReviewItem
 from udfs.redact import redact

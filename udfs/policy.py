@@ -16,7 +16,7 @@ from typing import Annotated, Mapping
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from features.profiles import UserProfile
+from lifeguard.profiles import UserProfile
 from lifeguard.schemas import Action, AgeBand
 from udfs.image_policy import ImagePolicy
 

@@ -20,7 +20,7 @@ from typing import Iterable, Sequence, Union
 
 import numpy as np
 
-from features.profiles import UserProfile
+from lifeguard.profiles import UserProfile
 from lifeguard.config import ControlConfig, LifeguardConfig, LimitsConfig
 from lifeguard.schemas import (Action, AgeBand, ChatMessage, DeadLetter, Decision, ParentAlert, ReviewItem,
                                Upload)

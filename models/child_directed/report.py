@@ -3,7 +3,7 @@
     python -m models.child_directed.report [--before models/reports/child_directed_before.json]
 
 Each message of `test_set.jsonl` (written apart from the training seeds and the val set, never used to
-choose anything) goes through the full text tier (`lifeguard.score.policy_actions`: normalisation,
+choose anything) goes through the full text tier (`udfs.backtest.policy_actions`: normalisation,
 rules, links, models, the policy in force) in two contexts: a direct message from an adult to an under-13
 child whose parents allow direct messages from everyone (the message judged on its content), and a room
 message between under-13 children. Per kind: the share acted on (any action but allow, warn included),
@@ -20,7 +20,7 @@ from typing import Mapping, Sequence
 from lifeguard import PROJECT_ROOT
 from lifeguard.config import load_config
 from lifeguard.schemas import AgeBand
-from lifeguard.score import policy_actions
+from udfs.backtest import policy_actions
 from models.child_directed import KIND_CATEGORIES, PAIRS, ROOM_KINDS, TEST_SET, Message, read
 from udfs.screening import Screener
 

@@ -217,6 +217,18 @@ def cluster_conf_dir(cfg: LifeguardConfig) -> Path:
     return target
 
 
+# The folders a submitted job ships to the TaskManagers (`flink run -pyfs`): every package a job imports,
+# and Flink's configuration. Never `.`: Flink zips every -pyfs path, and `.` holds the virtual environment.
+JOB_FOLDERS = ("lifeguard", "jobs", "udfs", "features", "models", "feature_repo", "flink-conf")
+
+
+def submit_command(conf_dir: Path, job: str = "jobs/moderation_job.py") -> str:
+    """The `flink run` line that submits `job` to the cluster configured in `conf_dir`, with this
+    virtualenv's Python on the TaskManagers."""
+    return (f"FLINK_CONF_DIR={conf_dir} {flink_home()}/bin/flink run -py {job} -pyfs {','.join(JOB_FOLDERS)} "
+            f"-pyexec {sys.executable}")
+
+
 def cluster(cfg: LifeguardConfig, action: str) -> str:
     """Starts or stops a one-machine standalone cluster (a JobManager and a TaskManager)."""
     env = {**os.environ, "FLINK_CONF_DIR": str(cluster_conf_dir(cfg) if action == "start"
@@ -228,6 +240,5 @@ def cluster(cfg: LifeguardConfig, action: str) -> str:
     if action == "start":
         wait_until_answers(f"127.0.0.1:{cfg.job.web_ui_port}", 60, "the Flink JobManager")
         return (f"Flink cluster up: web UI http://127.0.0.1:{cfg.job.web_ui_port}; submit with\n"
-                f"  FLINK_CONF_DIR={env['FLINK_CONF_DIR']} {flink_home()}/bin/flink run "
-                f"-py jobs/moderation_job.py -pyfs . -pyexec {shutil.which('python') or 'python'}")
+                f"  {submit_command(Path(env['FLINK_CONF_DIR']))}")
     return "Flink cluster stopped"

@@ -68,7 +68,7 @@ from typing import Callable, Iterable, Iterator, Literal
 import numpy as np
 from PIL import Image, ImageDraw
 
-from features.profiles import UserProfile
+from lifeguard.profiles import UserProfile
 from lifeguard import PROJECT_ROOT
 from lifeguard.config import LimitsConfig
 from lifeguard.schemas import AgeBand, ChatMessage, SessionEvent, Upload

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 
 from tabulate import tabulate
 
-from lifeguard import kafka_io, localrun
+from tools import kafka_io, local
 from lifeguard.config import LifeguardConfig, isolated_run_environ, load_config
-from lifeguard.demo import prepare_feast, prepare_services
-from lifeguard.jobrunner import running_job
-from lifeguard.simulator import build_platform, generate_events
+from tools.demo import prepare_feast, prepare_services
+from tools.jobrunner import running_job
+from tools.simulator import build_platform, generate_events
 
 JOBS = {"moderation": "moderation_job.py", "trivial": "passthrough_job.py"}
 
@@ -52,7 +52,7 @@ def measure(cfg: LifeguardConfig, job: str, mode: str, backlog: list[dict], rate
     run = uuid.uuid4().hex[:8]
     env = {**isolated_run_environ("bench-", run), "LIFEGUARD_JOB__PYTHON_EXECUTION_MODE": mode}
     job_cfg = load_config(environ={**env})
-    localrun.create_topics(job_cfg)
+    local.create_topics(job_cfg)
     topics = job_cfg.kafka.topics
     producer = kafka_io.producer(cfg.kafka)
     for event in backlog:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import IO, Iterable, Iterator, Mapping, Sequence
 
-from features.profiles import UserProfile
+from lifeguard.profiles import UserProfile
 from lifeguard.schemas import AgeBand, ChatMessage, DeadLetter, Decision
 from udfs.parse import SourceRef
 from udfs.screening import ScreeningInput, Screener

@@ -1,7 +1,7 @@
 """`lifeguard bench sessions`: session events per second through the feature job, and its state size per
 10,000 users.
 
-A backlog of simulated session events (``lifeguard.simulator``, sessions only, Kafka timestamps set to
+A backlog of simulated session events (``tools.simulator``, sessions only, Kafka timestamps set to
 event time) is produced to fresh topics before the job starts. Throughput is the number of session events
 the "sessions by user" operator read, divided by the time between the first and the last of them as seen
 by polling the job's REST metrics (so the job's start-up is not counted; polling every 0.5 s bounds the
@@ -17,11 +17,11 @@ from dataclasses import dataclass
 
 from tabulate import tabulate
 
-from lifeguard import kafka_io, localrun
+from tools import kafka_io, local
 from lifeguard.config import LifeguardConfig, isolated_run_environ, load_config
-from lifeguard.demo import prepare_feast, prepare_services
-from lifeguard.jobrunner import rest_get, running_job
-from lifeguard.simulator import build_platform, generate_events
+from tools.demo import prepare_feast, prepare_services
+from tools.jobrunner import rest_get, running_job
+from tools.simulator import build_platform, generate_events
 
 SESSIONS_VERTEX = "sessions by user"
 
@@ -59,7 +59,7 @@ def measure_sessions(cfg: LifeguardConfig, backlog: list[dict], port: int, timeo
     run = uuid.uuid4().hex[:8]
     env = isolated_run_environ("bench-sessions-", run)
     job_cfg = load_config(environ=env)
-    localrun.create_topics(job_cfg)
+    local.create_topics(job_cfg)
     producer = kafka_io.producer(cfg.kafka)
     for event in backlog:
         producer.send(job_cfg.kafka.topics.sessions, key=event["user_id"], value=event, timestamp_ms=event["ts"])

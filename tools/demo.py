@@ -17,12 +17,12 @@ from tqdm import tqdm
 
 from features.child_summary import child_summary
 from features.feast_store import apply_definitions, load_profiles, open_store
-from lifeguard import kafka_io, localrun
+from tools import kafka_io, local
 from lifeguard.config import LifeguardConfig
-from lifeguard.jars import fetch_jars
-from lifeguard.jobrunner import running_job
+from jobs.jars import fetch_jars
+from tools.jobrunner import running_job
 from lifeguard.schemas import AgeBand
-from lifeguard.simulator import DAY_MS, InjectedCase, Platform, blocklist_images, build_platform, generate_events, \
+from tools.simulator import DAY_MS, InjectedCase, Platform, blocklist_images, build_platform, generate_events, \
     malformed_records, play_day
 from udfs.images import decode_image, image_hashes
 from udfs.policy import CONTACT
@@ -32,8 +32,8 @@ CAUGHT_ACTIONS = {"block": {"block"}, "review": {"block", "review"}}
 
 def prepare_services(cfg: LifeguardConfig, say=print) -> None:
     fetch_jars(cfg.path(cfg.runtime_dir) / "jars")
-    say(localrun.broker_start(cfg))
-    say(localrun.redis_ensure(cfg))
+    say(local.broker_start(cfg))
+    say(local.redis_ensure(cfg))
 
 
 def prepare_feast(cfg: LifeguardConfig, platform: Platform) -> int:

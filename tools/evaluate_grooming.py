@@ -2,9 +2,9 @@
 ``Screener.screen`` per batch (its conversation turns carry the bank match), its room speakers through
 ``udfs.grooming.room_meetings`` per room, then ``udfs.grooming.step`` per (child, contact) pair.
 
-    python -m models.grooming.evaluate [--minutes 30] [--events-per-s 20] [--seed 5]
+    python -m tools.evaluate_grooming [--minutes 30] [--events-per-s 20] [--seed 5]
 
-The data are the simulator's (``lifeguard.simulator``): its grooming conversations are project-written
+The data are the simulator's (``tools.simulator``): its grooming conversations are project-written
 synthetic arcs, written apart from the bank (tests/test_grooming.py checks that none of their lines is
 in it), mixed into simulated platform traffic whose benign direct messages come from templates and the
 test splits of the real data sets. No real grooming conversation exists here, so these figures say how
@@ -18,7 +18,7 @@ from collections import defaultdict
 
 from lifeguard.config import load_config
 from lifeguard.schemas import ChatMessage, ParentAlert, ReviewItem
-from lifeguard.simulator import HarmMix, build_platform, generate_events
+from tools.simulator import HarmMix, build_platform, generate_events
 from udfs.grooming import add_meeting, pair_key, room_meetings, step
 from udfs.parse import SourceRef
 from udfs.screening import ScreeningInput, Screener

@@ -25,7 +25,7 @@ from tabulate import tabulate
 from lifeguard import PROJECT_ROOT
 from lifeguard.config import LifeguardConfig
 from lifeguard.schemas import AgeBand, Upload
-from lifeguard.simulator import blocklist_hashes, encode_image, procedural_image
+from tools.simulator import blocklist_hashes, encode_image, procedural_image
 from udfs.hash_index import HashIndex
 from udfs.image_model import ImageModel
 from udfs.image_tier import Banks, ImageTier

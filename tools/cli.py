@@ -12,26 +12,26 @@ from lifeguard.config import LifeguardConfig, load_config
 
 
 def _broker(cfg: LifeguardConfig, args) -> None:
-    from lifeguard import localrun
+    from tools import local
 
-    print({"start": localrun.broker_start, "stop": localrun.broker_stop,
-           "status": localrun.broker_status}[args.action](cfg))
+    print({"start": local.broker_start, "stop": local.broker_stop,
+           "status": local.broker_status}[args.action](cfg))
 
 
 def _cluster(cfg: LifeguardConfig, args) -> None:
-    from lifeguard import localrun
+    from tools import local
 
-    print(localrun.cluster(cfg, args.action))
+    print(local.cluster(cfg, args.action))
 
 
 def _redis(cfg: LifeguardConfig, args) -> None:
-    from lifeguard import localrun
+    from tools import local
 
-    print(localrun.redis_ensure(cfg))
+    print(local.redis_ensure(cfg))
 
 
 def _jars(cfg: LifeguardConfig, args) -> None:
-    from lifeguard.jars import fetch_jars
+    from jobs.jars import fetch_jars
 
     for path in fetch_jars(cfg.path(cfg.runtime_dir) / "jars"):
         print(f"verified {path}")
@@ -45,7 +45,7 @@ def _schemas(cfg: LifeguardConfig, args) -> None:
 
 
 def _tail(cfg: LifeguardConfig, args) -> None:
-    from lifeguard.kafka_io import follow
+    from tools.kafka_io import follow
 
     topic = getattr(cfg.kafka.topics, args.topic.replace("-", "_"), args.topic)
     try:
@@ -60,8 +60,8 @@ def _tail(cfg: LifeguardConfig, args) -> None:
 
 
 def _simulate(cfg: LifeguardConfig, args) -> None:
-    from lifeguard.demo import prepare_feast, publish_simulation, write_image_banks
-    from lifeguard.simulator import build_platform
+    from tools.demo import prepare_feast, publish_simulation, write_image_banks
+    from tools.simulator import build_platform
 
     platform = build_platform(args.users, args.seed, now_ms=int(time.time() * 1000))
     print(f"Feast: loaded {prepare_feast(cfg, platform)} user profiles")
@@ -72,31 +72,37 @@ def _simulate(cfg: LifeguardConfig, args) -> None:
 
 
 def _demo(cfg: LifeguardConfig, args) -> None:
-    from lifeguard.demo import run_demo
+    from tools.demo import run_demo
 
     print(run_demo(cfg, args.users, args.duration, args.rate, args.seed))
 
 
 def _bench(cfg: LifeguardConfig, args) -> None:
-    from lifeguard.bench import run_bench
+    from tools.bench.chat import run_bench
 
     print(run_bench(cfg, args))
 
 
 def _bench_images(cfg: LifeguardConfig, args) -> None:
-    from lifeguard.bench_images import run_bench_images
+    from tools.bench.images import run_bench_images
 
     print(run_bench_images(cfg, args.sizes, args.queries, args.images, args.batch))
 
 
 def _bench_hostile(cfg: LifeguardConfig, args) -> None:
-    from lifeguard.bench_hostile import run_bench_hostile
+    from tools.bench.hostile import run_bench_hostile
 
     print(run_bench_hostile(cfg, args.repeats))
 
 
+def _bench_cascade(cfg: LifeguardConfig, args) -> None:
+    from tools.bench.cascade import run_bench_cascade
+
+    print(run_bench_cascade(cfg, args.seconds, args.batch))
+
+
 def _bench_sessions(cfg: LifeguardConfig, args) -> None:
-    from lifeguard.bench_sessions import run_session_bench
+    from tools.bench.sessions import run_session_bench
 
     print(run_session_bench(cfg, args.users, args.events))
 
@@ -107,11 +113,11 @@ def _score(cfg: LifeguardConfig, args) -> None:
 
     screener = Screener.from_config(cfg)
     if args.kind == "images":
-        from lifeguard.score_images import score_images_to
+        from tools.score_images import score_images_to
 
         score_images_to(screener, args.file, sys.stdout, AgeBand(args.age_band))
         return
-    from lifeguard.score import score_text_file
+    from udfs.backtest import score_text_file
 
     with (sys.stdin if str(args.file) == "-" else open(args.file)) as source:
         score_text_file(screener, source, sys.stdout)
@@ -171,7 +177,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--latency-seconds", type=float, default=20.0)
     s.add_argument("--modes", default="thread,process", help="python.execution-mode values to compare")
     s.set_defaults(run=_bench)
-    kinds = s.add_subparsers(dest="bench_kind", metavar="{images,sessions,hostile}",
+    kinds = s.add_subparsers(dest="bench_kind", metavar="{images,sessions,hostile,cascade}",
                              help="another benchmark than the chat job's")
     b = kinds.add_parser("images", help="images/s through the image tier; PDQ look-ups next to python-threatexchange")
     b.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000], help="bank sizes in hashes")
@@ -186,6 +192,10 @@ def parser() -> argparse.ArgumentParser:
     b = kinds.add_parser("hostile", help="worst-case time of hostile records through the parser and the cheap text tier")
     b.add_argument("--repeats", type=int, default=5)
     b.set_defaults(run=_bench_hostile)
+    b = kinds.add_parser("cascade", help="the share of simulated chat the text cascade sends to stage 2, and messages/s")
+    b.add_argument("--seconds", type=float, default=300.0, help="simulated seconds of traffic (20 events/s)")
+    b.add_argument("--batch", type=int, default=64)
+    b.set_defaults(run=_bench_cascade)
     return p
 
 
@@ -197,8 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.run(cfg, args)
     except Exception as exc:  # the CLI reports one clear line; tracebacks are for -X dev
-        from lifeguard.jars import JarError
-        from lifeguard.localrun import LocalRunError
+        from jobs.jars import JarError
+        from tools.local import LocalRunError
 
         if isinstance(exc, (JarError, LocalRunError)):
             print(f"lifeguard: {exc}", file=sys.stderr)

@@ -13,7 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Iterator
 
-from features.profiles import UserProfile
+from lifeguard.profiles import UserProfile
 from lifeguard.schemas import AgeBand, DeadLetter, Decision, Upload
 from udfs.image_tier import ImageResult, ImageTier
 from udfs.parse import Rejected, SourceRef

@@ -1,0 +1,75 @@
+"""`lifeguard bench cascade`: how far the text funnel narrows on the simulator's chat, in one process.
+
+The share of messages the cascade sends to stage 2, for all chat, where a minor is involved (a room
+message, which is judged as if a child is present, or a direct message with a minor at either end) and
+between adults; then messages/s in batches as the job scores them, for stage 1 alone (the baseline: the
+cheapest the text tier can be) and for the cascade, in the same run.
+"""
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import numpy as np
+from tabulate import tabulate
+
+from lifeguard.config import LifeguardConfig
+from tools.simulator import build_platform, generate_events
+from udfs.text_model import TextModel
+
+SEED = 0
+EVENTS_PER_S = 20.0
+
+
+def simulated_chat(seconds: float) -> tuple[list[str], list[bool]]:
+    """The simulator's chat texts and whether a minor is involved in each."""
+    platform = build_platform(n_users=400, seed=SEED, now_ms=1_767_225_600_000)
+    events = generate_events(platform, seconds, EVENTS_PER_S, seed=SEED, start_ms=platform.now_ms)
+    chat = [event.value for event in events if event.topic == "chat"]
+    profiles = platform.by_id
+
+    def minor(message: dict) -> bool:
+        if message.get("room_id") is not None:
+            return True
+        return any(profiles[user].effective_age_band.is_minor for user in (message["user_id"], message["recipient_id"]))
+
+    return [m["text"] for m in chat], [minor(m) for m in chat]
+
+
+def _messages_per_s(model: TextModel, texts: Sequence[str], minors: Sequence[bool], batch: int) -> float:
+    model.score_batch(texts[:batch], minors[:batch])  # warm-up: sessions allocate on their first run
+    started = time.perf_counter()
+    for start in range(0, len(texts), batch):
+        model.score_batch(texts[start:start + batch], minors[start:start + batch])
+    return len(texts) / (time.perf_counter() - started)
+
+
+def _escalated_share(model: TextModel, texts: Sequence[str], minors: Sequence[bool], batch: int) -> float:
+    model.scored = model.escalated = 0
+    for start in range(0, len(texts), batch):
+        model.score_batch(texts[start:start + batch], minors[start:start + batch])
+    return model.escalated / max(model.scored, 1)
+
+
+def run_bench_cascade(cfg: LifeguardConfig, seconds: float, batch: int) -> str:
+    texts, minors = simulated_chat(seconds)
+    models = cfg.models
+    stage1 = TextModel.load(cfg.path(models.text_model), prefer_gpu=models.prefer_gpu)
+    cascade = TextModel.load(cfg.path(models.text_model), prefer_gpu=models.prefer_gpu,
+                             second_stage=cfg.path(models.text_second_stage), tokenizer=cfg.path(models.text_tokenizer))
+    minor_rows = [i for i, m in enumerate(minors) if m]
+    adult_rows = [i for i, m in enumerate(minors) if not m]
+    shares = []
+    for label, rows in (("all chat", range(len(texts))), ("minor involved", minor_rows), ("between adults", adult_rows)):
+        subset = [texts[i] for i in rows]
+        share = _escalated_share(cascade, subset, [minors[i] for i in rows], batch) if subset else float("nan")
+        shares.append([label, len(subset), f"{share:.1%}"])
+    speeds = [[name, f"{_messages_per_s(model, texts, minors, batch):,.0f}"]
+              for name, model in (("stage 1 alone (baseline)", stage1), (f"cascade {cascade.version}", cascade))]
+    return "\n\n".join([
+        f"The simulator's chat: {len(texts):,} messages ({seconds:.0f} s at {EVENTS_PER_S:.0f} events/s, seed {SEED}), "
+        f"{np.mean(minors):.1%} with a minor involved; batches of {batch}; onnxruntime on this machine's "
+        f"{'GPU if any' if models.prefer_gpu else 'CPU'}.",
+        tabulate(shares, headers=["messages", "count", "sent to stage 2"]),
+        tabulate(speeds, headers=["text tier", "messages/s"]),
+    ])
