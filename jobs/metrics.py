@@ -12,11 +12,14 @@ from typing import Callable, Mapping, Sequence
 
 
 class CountersByLabel:
-    """One counter per value of a label (``add_group(label, value)``: a Prometheus label), made when first used."""
+    """One counter per value of a label (``add_group(label, value)``: a Prometheus label), made when first
+    used, or at once for the values named in ``known``."""
 
-    def __init__(self, group, label: str, name: str):
+    def __init__(self, group, label: str, name: str, known: Sequence[str] = ()):
         self._group, self._label, self._name = group, label, name
         self._counters = {}
+        for value in known:
+            self.inc(value, 0)
 
     def inc(self, value: str, n: int = 1) -> None:
         if value not in self._counters:
@@ -47,13 +50,21 @@ class Histogram:
 
     def __init__(self, group, name: str, bounds: Sequence[float]):
         self._bounds = sorted(bounds)
-        self._buckets = CountersByLabel(group, "le", name)
+        # Every bucket from the start: histogram_quantile over a series with buckets missing is wrong.
+        self._buckets = CountersByLabel(group, "le", name, [*(f"{b:g}" for b in self._bounds), "inf"])
         self._sum, self._count = group.counter(f"{name}_sum"), group.counter(f"{name}_count")
+        # The sum counter takes whole units: it gets the whole part of the exact running sum, so it never
+        # drifts from it by a unit or more (rounding each value would count a run of 0.4 ms batches as 0).
+        self._exact_sum, self._counted_sum = 0.0, 0
 
     def observe(self, value: float) -> None:
         for bound in self._bounds:
             if value <= bound:
                 self._buckets.inc(f"{bound:g}")
         self._buckets.inc("inf")
-        self._sum.inc(round(value))
+        self._exact_sum += value
+        whole = int(self._exact_sum) - self._counted_sum
+        if whole:
+            self._sum.inc(whole)
+            self._counted_sum += whole
         self._count.inc()

@@ -127,13 +127,15 @@ class RedisConfig(_Section):
         return f"{self.host}:{self.port}"
 
     def connection_string(self) -> str:
-        """Feast's Redis connection string: the address, the timeouts and, when set, credentials and TLS."""
+        """Feast's Redis connection string: the address, the timeouts and, when set, credentials and TLS.
+        Feast JSON-decodes each value (a password "123" would become a number, "null" no password at all),
+        so credentials go JSON-quoted, which decodes to exactly the string given."""
         timeout_s = self.timeout_ms / 1000
         parts = [self.address, f"socket_timeout={timeout_s}", f"socket_connect_timeout={timeout_s}"]
         if self.username:
-            parts.append(f"username={self.username}")
+            parts.append(f"username={json.dumps(self.username, ensure_ascii=False)}")
         if self.password:
-            parts.append(f"password={self.password.get_secret_value()}")
+            parts.append(f"password={json.dumps(self.password.get_secret_value(), ensure_ascii=False)}")
         if self.ssl:
             parts.append("ssl=true")
         return ",".join(parts)

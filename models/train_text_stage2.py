@@ -572,7 +572,9 @@ def bank_nodes(bank: SimilarityBank, categories: Sequence[str]) -> tuple[list, l
             parts.append(f"{name}_mean")
         nodes.append(helper.make_node("Sub", parts, [f"bank_{category}"]))  # [N, 1]
         columns.append(f"bank_{category}")
-    present = next(column for column in columns if column is not None)
+    present = next((column for column in columns if column is not None), None)
+    if present is None:
+        raise ValueError(f"the similarity bank holds none of the categories {list(categories)}: nothing to build it from")
     nodes.append(helper.make_node("Mul", [present, "bank_zero"], ["bank_none"]))  # a category the bank lacks: 0
     nodes.append(helper.make_node("Concat", [column or "bank_none" for column in columns], ["bank_scores"], axis=1))
     return nodes, initializers

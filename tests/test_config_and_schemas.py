@@ -44,7 +44,7 @@ def test_credentials_come_from_the_environment_reach_every_client_and_are_never_
         "sasl_plain_password": '0123"s3cret', "ssl_cafile": "/etc/ca.pem"}
     # The Flink job's Kafka tables carry the same properties, SQL-quoted.
     assert f"'properties.sasl.jaas.config' = '{jaas}'" in _kafka_options(cfg, ["chat"])
-    assert cfg.redis.connection_string().endswith(",password=r3dis,ssl=true")
+    assert cfg.redis.connection_string().endswith(',password="r3dis",ssl=true')
     assert "s3cret" not in repr(cfg) and "r3dis" not in repr(cfg) and "s3cret" not in str(cfg.model_dump())
 
 
@@ -58,6 +58,15 @@ def test_credentials_come_from_the_environment_reach_every_client_and_are_never_
 def test_incomplete_or_unusable_credentials_are_a_clear_error(tmp_path, env, says):
     with pytest.raises(ValidationError, match=says):
         load_config(tmp_path / "absent.yaml", env)
+
+
+@pytest.mark.parametrize("password", ["0123", "null", "true", 'say "hi"', "pässwörd=1"])
+def test_feast_reads_back_the_redis_password_as_given(tmp_path, password):
+    from feast.infra.online_stores.redis import RedisOnlineStore
+
+    cfg = load_config(tmp_path / "absent.yaml", {"LIFEGUARD_REDIS__PASSWORD": password, "LIFEGUARD_REDIS__USERNAME": "42"})
+    _, params = RedisOnlineStore._parse_connection_string(cfg.redis.connection_string())
+    assert params["password"] == password and params["username"] == "42"
 
 
 def test_without_security_settings_clients_connect_in_plaintext(tmp_path):

@@ -20,8 +20,8 @@ from PIL import Image
 from lifeguard import PROJECT_ROOT
 from tools.simulator import IMAGE_EDITS, blocklist_hashes, blocklist_images, edited_reupload, encode_image, \
     procedural_image
-from udfs.images import (PIXEL_CEILING, ImageHashes, ImageRejected, _sampled_frames, decode_frames, decode_image,
-                         hamming, image_hashes, match_bank, pdq_hash, read_uri)
+from udfs.images import (FRAME_SCAN_LIMIT, PIXEL_CEILING, ImageHashes, ImageRejected, _sampled_frames, decode_frames,
+                         decode_image, hamming, image_hashes, match_bank, pdq_hash, read_uri)
 
 IMAGEHASH_VECTORS = PROJECT_ROOT.parent / "shared" / "data" / "reference-vectors" / "imagehash"
 GENEROUS = {"max_bytes": 10_000_000, "max_pixels": 10_000_000}
@@ -274,10 +274,10 @@ def test_pdq_stays_within_16_bits_of_other_implementations():
 
 # ---- animations and URIs ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("n_frames, frames, expected", [
-    (1, 4, [0]), (3, 4, [0, 1, 2]), (10, 4, [0, 3, 6, 9]), (500, 4, [0, 21, 42, 63]), (7, 1, [0])])
-def test_animation_frames_are_sampled_evenly_within_the_scan_limit(n_frames, frames, expected):
-    assert _sampled_frames(n_frames, frames) == expected
+@pytest.mark.parametrize("walkable, frames, expected", [
+    (1, 4, [0]), (3, 4, [0, 1, 2]), (10, 4, [0, 3, 6, 9]), (FRAME_SCAN_LIMIT, 4, [0, 21, 42, 63]), (7, 1, [0])])
+def test_animation_frames_are_sampled_evenly_over_the_walkable_ones(walkable, frames, expected):
+    assert _sampled_frames(walkable, frames) == expected
 
 
 def test_decode_frames_returns_the_first_and_sampled_frames():
@@ -287,6 +287,16 @@ def test_decode_frames_returns_the_first_and_sampled_frames():
     frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
     decoded = decode_frames(buffer.getvalue(), **GENEROUS, frames=3)
     assert [f.getpixel((8, 8)) for f in decoded] == [(255, 0, 0), (255, 255, 0), (128, 0, 128)]
+
+
+def test_a_long_animation_is_sampled_within_its_first_frames_only():
+    """Frames past FRAME_SCAN_LIMIT are never walked: the last frame returned is the limit's."""
+    count = FRAME_SCAN_LIMIT + 36
+    frames = [Image.new("L", (8, 8), 255 if i == FRAME_SCAN_LIMIT - 1 else i % 200) for i in range(count)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:], duration=50, loop=0)
+    decoded = decode_frames(buffer.getvalue(), **GENEROUS, frames=2)
+    assert len(decoded) == 2 and decoded[-1].getpixel((4, 4)) == (255, 255, 255)
 
 
 def test_read_uri_reads_at_most_one_byte_past_the_cap(tmp_path):

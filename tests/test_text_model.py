@@ -612,3 +612,9 @@ def test_udfs_never_import_pyflink():
     code = ("import sys, udfs.normalize, udfs.text_features, udfs.text_model; "
             "sys.exit(any(name.split('.')[0] == 'pyflink' for name in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT).returncode == 0
+
+
+def test_a_similarity_bank_without_the_heads_categories_is_a_clear_error():
+    empty = train_text_stage2.SimilarityBank(np.zeros((0, 384), np.float16), {}, {})
+    with pytest.raises(ValueError, match="holds none of the categories"):
+        train_text_stage2.bank_nodes(empty, ["toxicity", "threat"])

@@ -181,10 +181,10 @@ def _frames_in_budget(image: Image.Image, max_pixels: int) -> int:
     return max(1, min(getattr(image, "n_frames", 1), FRAME_SCAN_LIMIT, max_pixels // max(width * height, 1)))
 
 
-def _sampled_frames(n_frames: int, frames: int) -> list[int]:
-    scanned = min(n_frames, FRAME_SCAN_LIMIT)
-    count = min(frames, scanned)
-    return sorted({round(i * (scanned - 1) / max(count - 1, 1)) for i in range(count)})
+def _sampled_frames(walkable: int, frames: int) -> list[int]:
+    """`frames` frame indices spread evenly over the first `walkable` (``_frames_in_budget``), both ends included."""
+    count = min(frames, walkable)
+    return sorted({round(i * (walkable - 1) / max(count - 1, 1)) for i in range(count)})
 
 
 def _decoded_frame(image: Image.Image) -> Image.Image:
