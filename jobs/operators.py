@@ -238,7 +238,7 @@ class RoomMeetings(KeyedProcessFunction):
         state, meetings = room_meetings(stored and RoomState.from_json(stored), row["k"], speakers_from_json(row["v"]),
                                         self._grooming)
         self._room.update(state.to_json())
-        reset_idle_timer(ctx, self._idle_timer, self._grooming.room_meeting_window_ms)
+        reset_idle_timer(ctx, self._idle_timer, self._grooming.configured.room_meeting_window_ms)
         self._meetings.inc(len(meetings))
         for meeting in meetings:
             yield Row(topic=ROOM_MEETINGS, k=meeting.pair, v=meeting.to_json())
@@ -275,9 +275,9 @@ class ConversationRisk(KeyedProcessFunction):
             self._save(state)
             # A pair that has only met is kept only while a first direct message would still be a move.
             written = state.first_seen_ts is not None
-            reset_idle_timer(ctx, self._idle_timer, self._grooming.idle_ms if written else self._grooming.room_move_ms)
+            reset_idle_timer(ctx, self._idle_timer, self._grooming.configured.idle_ms if written else self._grooming.configured.room_move_ms)
             return
-        reset_idle_timer(ctx, self._idle_timer, self._grooming.idle_ms)
+        reset_idle_timer(ctx, self._idle_timer, self._grooming.configured.idle_ms)
         turn = ConversationTurn.from_json(row["v"])
         state, _, outputs = step(self._load(), turn, self._grooming, now_ms())
         self._save(state)

@@ -23,6 +23,13 @@ from udfs.parse import SourceRef
 from udfs.screening import ScreeningInput, Screener
 
 SETTINGS = GroomingSettings()
+
+
+def configured(**changes) -> GroomingSettings:
+    """SETTINGS with some configured values changed (lifeguard.config.GroomingConfig)."""
+    return replace(SETTINGS, configured=SETTINGS.configured.model_copy(update=changes))
+
+
 BANK_FILE = PROJECT_ROOT / "models" / "grooming" / "bank.jsonl"
 T0 = 1_767_261_600_000  # 2026-01-01 10:00 UTC
 
@@ -107,8 +114,8 @@ MILD_ARC = [signals(i, contrast, stage, flags) for i, (contrast, stage, flags) i
 
 def test_mild_messages_from_an_adult_stranger_add_up_to_one_review_and_one_alert():
     outputs, scores, final = run(MILD_ARC)
-    assert all(run([m])[1][0] < SETTINGS.review_threshold for m in MILD_ARC)
-    assert scores[2] < SETTINGS.review_threshold <= scores[-1]
+    assert all(run([m])[1][0] < SETTINGS.configured.review_threshold for m in MILD_ARC)
+    assert scores[2] < SETTINGS.configured.review_threshold <= scores[-1]
     reviews = [o for o in outputs if isinstance(o, ReviewItem)]
     alerts = [o for o in outputs if isinstance(o, ParentAlert)]
     assert len(reviews) == 1 and len(alerts) == 1  # once per pair per cool-down, not on every later message
@@ -135,7 +142,7 @@ def test_an_adult_stranger_talking_only_about_the_game_stays_low():
 
 def test_one_strong_message_alone_does_not_make_a_conversation_risk():
     _, scores, _ = run([signals(0, 0.5, "sexual", ("rule:secrecy_and_photos",))])
-    assert scores[0] < SETTINGS.review_threshold
+    assert scores[0] < SETTINGS.configured.review_threshold
 
 
 def test_the_childs_own_replies_are_not_evidence_against_the_child():
@@ -150,14 +157,14 @@ def test_a_sixteen_year_old_gets_a_review_but_no_parent_alert_outside_the_alert_
 
 
 def test_after_the_cool_down_a_pair_still_at_risk_is_reported_again():
-    later = [replace(m, event_id=f"later-{m.event_id}", ts=m.ts + SETTINGS.cooldown_ms) for m in MILD_ARC[-3:]]
+    later = [replace(m, event_id=f"later-{m.event_id}", ts=m.ts + SETTINGS.configured.cooldown_ms) for m in MILD_ARC[-3:]]
     outputs, _, _ = run(MILD_ARC + later)
     assert sum(isinstance(o, ReviewItem) for o in outputs) == 2
     assert sum(isinstance(o, ParentAlert) for o in outputs) == 2
 
 
 def test_the_window_keeps_at_most_n_messages_and_none_older_than_its_age():
-    settings = replace(SETTINGS, window_messages=5, window_ms=DAY_MS)
+    settings = configured(window_messages=5, window_ms=DAY_MS)
     state = None
     for i in range(8):
         state = add_message(state, signals(i), settings)
@@ -186,7 +193,7 @@ def test_a_child_and_an_adult_writing_in_a_room_meet_once_per_window():
     assert meetings == [RoomMeeting(pair_key("kid", "adult"), "lobby", T0 + 5 * 60_000)]
     state, again = room_meetings(state, "lobby", [speaker("kid", AgeBand.UNDER_13, 10)], SETTINGS)
     assert again == []  # already announced within the window
-    later = SETTINGS.room_meeting_window_ms / 60_000 + 12
+    later = SETTINGS.configured.room_meeting_window_ms / 60_000 + 12
     state, later_meetings = room_meetings(state, "lobby", [speaker("adult", AgeBand.ADULT, later - 1),
                                                            speaker("kid", AgeBand.UNDER_13, later)], SETTINGS)
     assert [m.ts for m in later_meetings] == [T0 + int(later * 60_000)]
@@ -201,12 +208,12 @@ def test_near_ages_and_two_adults_do_not_meet(a, b):
 
 
 def test_speakers_further_apart_than_the_window_do_not_meet_and_the_room_keeps_only_recent_speakers():
-    window_min = SETTINGS.room_meeting_window_ms / 60_000
+    window_min = SETTINGS.configured.room_meeting_window_ms / 60_000
     state, meetings = room_meetings(None, "lobby", [speaker("kid", AgeBand.UNDER_13, 0),
                                                     speaker("adult", AgeBand.ADULT, window_min + 1)], SETTINGS)
     assert meetings == [] and [s.user_id for s in state.speakers] == ["adult"]
     crowd = [speaker(f"kid-{i}", AgeBand.UNDER_13, i / 100) for i in range(50)]
-    state, _ = room_meetings(None, "lobby", crowd, replace(SETTINGS, room_speakers_max=10))
+    state, _ = room_meetings(None, "lobby", crowd, configured(room_speakers_max=10))
     assert [s.user_id for s in state.speakers] == [f"kid-{i}" for i in range(40, 50)]
 
 
@@ -232,10 +239,10 @@ def test_a_meeting_after_the_pair_began_writing_or_a_friend_is_no_move():
 
 def test_late_night_is_judged_in_the_childs_time_zone():
     midnight_utc = T0 + 14 * HOUR_MS  # 2026-01-02 00:00 UTC
-    assert is_late_night(midnight_utc, "UTC", SETTINGS.late_night_hours)
-    assert not is_late_night(midnight_utc, "Asia/Tokyo", SETTINGS.late_night_hours)  # 09:00 there
-    assert is_late_night(T0, "Pacific/Kiritimati", SETTINGS.late_night_hours)  # 00:00 there (UTC+14)
-    assert is_late_night(midnight_utc, "Not/AZone", SETTINGS.late_night_hours)  # unknown zone: UTC
+    assert is_late_night(midnight_utc, "UTC", SETTINGS.configured.late_night_hours)
+    assert not is_late_night(midnight_utc, "Asia/Tokyo", SETTINGS.configured.late_night_hours)  # 09:00 there
+    assert is_late_night(T0, "Pacific/Kiritimati", SETTINGS.configured.late_night_hours)  # 00:00 there (UTC+14)
+    assert is_late_night(midnight_utc, "Not/AZone", SETTINGS.configured.late_night_hours)  # unknown zone: UTC
 
 
 def test_reason_flags_take_rule_ids_and_model_categories_from_the_decision():
@@ -310,7 +317,7 @@ def test_a_grooming_conversation_is_reviewed_and_alerted_once_as_a_conversation(
     decisions, outputs, scores = converse(screener, GROOMING, ADULT)
     assert len(decisions) == len(GROOMING)
     assert [type(o) for o in outputs] == [ReviewItem, ParentAlert]
-    assert scores[-1] >= SETTINGS.alert_threshold
+    assert scores[-1] >= SETTINGS.configured.alert_threshold
     assert any(r.startswith("grooming stages seen") for r in outputs[0].reasons)
 
 
@@ -319,4 +326,4 @@ def test_a_grooming_conversation_is_reviewed_and_alerted_once_as_a_conversation(
 def test_benign_conversations_stay_below_review(screener, lines, other):
     lines = [(other if sender is KID_FRIEND else sender, text) for sender, text in lines]
     _, outputs, scores = converse(screener, lines, other)
-    assert outputs == [] and max(scores) < SETTINGS.review_threshold
+    assert outputs == [] and max(scores) < SETTINGS.configured.review_threshold

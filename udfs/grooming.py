@@ -95,9 +95,6 @@ DEFAULT_RULE_SIGNALS: dict[str, RuleSignal] = {
 _REASON_SOURCE = re.compile(r"^((?:rule|model):[A-Za-z0-9_]+)")
 
 
-_CONFIGURED = GroomingConfig()
-
-
 class JsonRecord:
     """A frozen dataclass that travels between operators, and lives in their state, as JSON."""
 
@@ -107,22 +104,11 @@ class JsonRecord:
 
 @dataclass(frozen=True)
 class GroomingSettings:
-    """Conversation-risk settings. Paths are relative to the project root."""
+    """Conversation-risk settings: the configured ones, and the score's own (not settings: chosen by hand).
+    Paths are relative to the project root."""
 
-    # Bank, windows and thresholds: defaults and meanings in lifeguard.config.GroomingConfig.
-    bank_files: tuple[Path, ...] = tuple(_CONFIGURED.bank_files)
-    window_messages: int = _CONFIGURED.window_messages
-    window_ms: int = _CONFIGURED.window_ms
-    idle_ms: int = _CONFIGURED.idle_ms
-    cooldown_ms: int = _CONFIGURED.cooldown_ms
-    review_threshold: float = _CONFIGURED.review_threshold
-    alert_threshold: float = _CONFIGURED.alert_threshold
-    urgent_threshold: float = _CONFIGURED.urgent_threshold
-    late_night_hours: tuple[int, int] = _CONFIGURED.late_night_hours
-    room_meeting_window_ms: int = _CONFIGURED.room_meeting_window_ms
-    room_meeting_min_gap: int = _CONFIGURED.room_meeting_min_gap
-    room_move_ms: int = _CONFIGURED.room_move_ms
-    room_speakers_max: int = _CONFIGURED.room_speakers_max
+    # What operators configure: the bank, windows and thresholds (defaults and meanings there).
+    configured: GroomingConfig = GroomingConfig()
     # Bank score (grooming max-sim minus benign max-sim) mapped to e_i: 0 at or below floor, 1 at full.
     contrast_floor: float = 0.10
     contrast_full: float = 0.35
@@ -145,7 +131,7 @@ class GroomingSettings:
 
     @classmethod
     def from_config(cls, section: GroomingConfig) -> "GroomingSettings":
-        return replace(cls(), **section.model_dump() | {"bank_files": tuple(section.bank_files)})
+        return cls(configured=section)
 
 
 # ---- the bank -------------------------------------------------------------------------------------
@@ -300,7 +286,7 @@ def conversation_turn(message: ChatMessage, sender: UserProfile, recipient: User
         event_id=message.event_id, ts=message.ts, from_contact=message.user_id == contact.user_id,
         contrast=round(contrast, 4), stage=stage, synthetic_match=bool(stage) and match.nearest.synthetic,
         flags=reason_flags(decision.reasons, settings),
-        late_night=is_late_night(message.ts, child.timezone, settings.late_night_hours))
+        late_night=is_late_night(message.ts, child.timezone, settings.configured.late_night_hours))
     alert = child.parent_id if child.effective_age_band in set(alert_bands) else None
     return ConversationTurn(
         pair=pair_key(sender.user_id, recipient.user_id), child_id=child.user_id, contact_id=contact.user_id,
@@ -327,7 +313,7 @@ def add_message(state: PairState | None, message: MessageSignals, settings: Groo
         state = PairState(first_seen_ts=message.ts)
     messages = sorted((*state.messages, message), key=lambda m: m.ts)
     newest = messages[-1].ts
-    kept = [m for m in messages if newest - m.ts <= settings.window_ms][-settings.window_messages:]
+    kept = [m for m in messages if newest - m.ts <= settings.configured.window_ms][-settings.configured.window_messages:]
     first_seen = message.ts if state.first_seen_ts is None else min(state.first_seen_ts, message.ts)
     return replace(state, first_seen_ts=first_seen, messages=tuple(kept))
 
@@ -346,7 +332,7 @@ def add_meeting(state: PairState | None, meeting: "RoomMeeting") -> PairState:
 
 def moved_from_room(state: PairState, settings: GroomingSettings) -> bool:
     return (state.met_ts is not None and state.first_seen_ts is not None
-            and 0 <= state.first_seen_ts - state.met_ts <= settings.room_move_ms)
+            and 0 <= state.first_seen_ts - state.met_ts <= settings.configured.room_move_ms)
 
 
 # ---- rooms: who meets whom -----------------------------------------------------------------------
@@ -413,7 +399,7 @@ def room_meetings(state: RoomState | None, room_id: str, speakers: Sequence[Room
     minor and a much older user meet when one writes within ``room_meeting_window_ms`` of the other's last
     message, unless the writer's previous message was already that close to it (they met then). The state
     keeps only each speaker's last message, the ``room_speakers_max`` latest within the window."""
-    window = settings.room_meeting_window_ms
+    window = settings.configured.room_meeting_window_ms
     latest = {s.user_id: s for s in (state or RoomState()).speakers}
     meetings = []
     for speaker in sorted(speakers, key=lambda s: s.ts):
@@ -421,13 +407,13 @@ def room_meetings(state: RoomState | None, room_id: str, speakers: Sequence[Room
         for other in latest.values():
             if (other.user_id != speaker.user_id and abs(speaker.ts - other.ts) <= window
                     and (previous is None or abs(previous.ts - other.ts) > window)
-                    and much_older_pair(speaker.band, other.band, settings.room_meeting_min_gap)):
+                    and much_older_pair(speaker.band, other.band, settings.configured.room_meeting_min_gap)):
                 meetings.append(RoomMeeting(pair_key(speaker.user_id, other.user_id), room_id, speaker.ts))
         if previous is None or speaker.ts >= previous.ts:
             latest[speaker.user_id] = speaker
     newest = max((s.ts for s in latest.values()), default=0)
     kept = sorted((s for s in latest.values() if newest - s.ts <= window), key=lambda s: s.ts)
-    return RoomState(tuple(kept[-settings.room_speakers_max:])), meetings
+    return RoomState(tuple(kept[-settings.configured.room_speakers_max:])), meetings
 
 
 @dataclass(frozen=True)
@@ -492,7 +478,7 @@ def pair_risk(state: PairState, turn: ConversationTurn, settings: GroomingSettin
         if count := sum(flag in m.flags for m in from_contact):
             reasons.append(f"{rule.words} ({flag}, {count} message{'s' if count > 1 else ''})")
     if late:
-        start, end = s.late_night_hours
+        start, end = s.configured.late_night_hours
         reasons.append(f"{late} message{'s' if late > 1 else ''} late at night ({start:02d}:00-{end:02d}:00, "
                        f"{turn.timezone})")
     return PairRisk(round(score, 4), round(content, 4), round(context, 4), stages, tuple(reasons))
@@ -511,25 +497,25 @@ def step(state: PairState | None, turn: ConversationTurn, settings: GroomingSett
     risk = pair_risk(state, turn, settings)
     ts, event_id = turn.message.ts, turn.message.event_id
     outputs: list[ReviewItem | ParentAlert] = []
-    if risk.score >= settings.review_threshold and _due(state.last_review_ts, ts, settings.cooldown_ms):
+    if risk.score >= settings.configured.review_threshold and _due(state.last_review_ts, ts, settings.configured.cooldown_ms):
         state = replace(state, last_review_ts=ts)
-        reasons = [f"{risk.reasons[0]} >= review {settings.review_threshold:.2f}", *risk.reasons[1:]]
+        reasons = [f"{risk.reasons[0]} >= review {settings.configured.review_threshold:.2f}", *risk.reasons[1:]]
         # Priority as the Screener's: risk x reach (1, a direct message) x 1.5 (a child is involved).
         outputs.append(ReviewItem(event_id=event_id, user_id=turn.contact_id, kind="conversation",
                                   priority=round(risk.score * 1.5, 4), categories=["sexual_minors"],
                                   reasons=reasons, excerpt=turn.excerpt, created_ts=now_ms))
-    if (risk.score >= settings.alert_threshold and turn.parent_to_alert is not None
-            and _due(state.last_alert_ts, ts, settings.cooldown_ms)):
+    if (risk.score >= settings.configured.alert_threshold and turn.parent_to_alert is not None
+            and _due(state.last_alert_ts, ts, settings.configured.cooldown_ms)):
         state = replace(state, last_alert_ts=ts)
         who = "an adult" if turn.contact_band is AgeBand.ADULT else "someone"
         stranger = " who is not on their friend list" if not turn.friends else ""
         outputs.append(ParentAlert(
             alert_id=f"{event_id}:{turn.child_id}:grooming", event_id=event_id, parent_id=turn.parent_to_alert,
             child_id=turn.child_id, kind="grooming_risk",
-            severity="urgent" if risk.score >= settings.urgent_threshold else "warning",
+            severity="urgent" if risk.score >= settings.configured.urgent_threshold else "warning",
             child_role="sender" if not turn.message.from_contact else "recipient",
             summary=f"Lifeguard noticed a worrying pattern in your child's direct messages with {who}{stranger}. "
                     f"A moderator is reviewing the conversation.",
-            reasons=[f"{risk.reasons[0]} >= alert {settings.alert_threshold:.2f}", *risk.reasons[1:]],
+            reasons=[f"{risk.reasons[0]} >= alert {settings.configured.alert_threshold:.2f}", *risk.reasons[1:]],
             created_ts=now_ms))
     return state, risk, outputs

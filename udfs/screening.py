@@ -98,7 +98,7 @@ class Screener:
         # text model's second stage (a model without one is refused here).
         self.grooming = grooming
         self.grooming_bank = None if self.grooming is None else MessageBank(
-            load_bank(base_dir / p for p in self.grooming.bank_files), text_model.embed)
+            load_bank(base_dir / p for p in self.grooming.configured.bank_files), text_model.embed)
 
     @classmethod
     def from_config(cls, cfg: LifeguardConfig) -> "Screener":
