@@ -18,7 +18,7 @@ from udfs.control import (HASH_BANK_UPDATES, POLICY_UPDATES, apply_bank_update, 
 from udfs.grooming import (ConversationTurn, GroomingSettings, MessageSignals, PairState, RoomMeeting, RoomState,
                            add_meeting, room_meetings, speakers_from_json, speakers_to_json, step)
 from udfs.parse import Rejected, SourceRef, dead_letter, parse_event
-from udfs.screening import ScreeningInput, Screener, acting_tiers
+from udfs.screening import ScreeningInput, Screener
 
 # A validated chat message or upload, kept in state as declared types (not pickled objects).
 VALID_RECORD = Types.ROW_NAMED(
@@ -198,7 +198,7 @@ class ScreenBatch(KeyedBroadcastProcessFunction):
         for output in screened.outputs:
             if isinstance(output, Decision):
                 self._decisions.inc(output.action.value)
-                for tier in acting_tiers(output):
+                for tier in screened.verdicts[output.event_id].deciding_tiers:
                     self._acted_by.inc(tier)
             elif isinstance(output, DeadLetter):
                 self._screening_dead_letters.inc(output.error_kind)

@@ -14,12 +14,13 @@ import pytest
 from lifeguard.profiles import UserProfile
 from lifeguard import PROJECT_ROOT
 from lifeguard.config import load_config
-from lifeguard.schemas import AgeBand, ChatMessage, Decision, ParentAlert, ReviewItem
+from lifeguard.schemas import Action, AgeBand, ChatMessage, Decision, ParentAlert, ReviewItem
 from tools.simulator import GROOMING_STAGES
 from udfs.grooming import (DAY_MS, HOUR_MS, STAGES, ConversationTurn, GroomingSettings, MessageSignals, RoomMeeting,
                            RoomSpeaker, RoomState, add_meeting, add_message, is_late_night, load_bank, pair_key,
-                           reason_flags, room_meetings, step)
+                           grooming_flags, room_meetings, step)
 from udfs.parse import SourceRef
+from udfs.policy import Signal
 from udfs.screening import ScreeningInput, Screener
 
 SETTINGS = GroomingSettings()
@@ -245,10 +246,12 @@ def test_late_night_is_judged_in_the_childs_time_zone():
     assert is_late_night(midnight_utc, "Not/AZone", SETTINGS.configured.late_night_hours)  # unknown zone: UTC
 
 
-def test_reason_flags_take_rule_ids_and_model_categories_from_the_decision():
-    reasons = ["rule:off_platform_lure matched 'add me on'", "model:sexual_minors 0.07 >= review 0.03 for under_13",
-               "model:toxicity 0.40 >= review 0.30 for under_13", "profile:x unknown user: acting as under_13"]
-    assert reason_flags(reasons, SETTINGS) == ("rule:off_platform_lure", "model:sexual_minors")
+def test_grooming_flags_are_the_sources_of_the_signals_that_bear_on_grooming():
+    signals = [Signal("pii", Action.REVIEW, "rule:off_platform_lure matched 'add me on'", "rule:off_platform_lure"),
+               Signal("sexual_minors", Action.REVIEW, "model:sexual_minors 0.07 >= review 0.03 for under_13",
+                      "model:sexual_minors"),
+               Signal("toxicity", Action.REVIEW, "model:toxicity 0.40 >= review 0.30 for under_13", "model:toxicity")]
+    assert grooming_flags(signals, SETTINGS) == ("rule:off_platform_lure", "model:sexual_minors")
 
 
 def test_a_turn_survives_its_json_round_trip():

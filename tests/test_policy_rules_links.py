@@ -26,9 +26,12 @@ def test_model_thresholds_per_band(score, band, voice, action):
 
 
 def test_strongest_signal_wins_and_every_reason_is_kept():
-    verdict = decide([Signal("spam", Action.WARN, "a"), Signal("threat", Action.BLOCK, "b")], notes=("note",))
+    verdict = decide([Signal("spam", Action.WARN, "a", "rule:a"), Signal("threat", Action.BLOCK, "b", "model:threat")],
+                     notes=("note",))
     assert verdict.action is Action.BLOCK
     assert verdict.reasons == ("a", "b", "note") and verdict.categories == ("spam", "threat")
+    # Only the model asked for the block: the rule's warning is a reason, not what decided it.
+    assert verdict.deciding_tiers == {"model"}
     assert decide([]).action is Action.ALLOW
 
 
@@ -77,7 +80,7 @@ def test_blocklist_blocks_hosts_subdomains_and_single_urls(tmp_path):
 
 
 def test_a_threat_block_yields_to_review_when_self_harm_is_signalled():
-    signals = [Signal("threat", Action.BLOCK, "model:threat"), Signal("self_harm", Action.REVIEW, "rule:self_harm")]
+    signals = [Signal("threat", Action.BLOCK, "model:threat", "model:threat"), Signal("self_harm", Action.REVIEW, "rule:self_harm", "rule:self_harm")]
     softened = soften(POLICY, signals)
     assert [s.action for s in softened] == [Action.REVIEW, Action.REVIEW]
     assert "review instead of block (self_harm present)" in softened[0].reason

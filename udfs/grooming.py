@@ -41,7 +41,6 @@ Nothing here imports pyflink; ``jobs.operators`` holds the pair state in Flink s
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -52,7 +51,8 @@ import numpy as np
 
 from lifeguard.profiles import UserProfile
 from lifeguard.config import GroomingConfig
-from lifeguard.schemas import AgeBand, ChatMessage, Decision, ParentAlert, ReviewItem
+from lifeguard.schemas import AgeBand, ChatMessage, ParentAlert, ReviewItem
+from udfs.policy import Signal
 from udfs.redact import redact
 
 DAY_MS = 86_400_000
@@ -92,7 +92,6 @@ DEFAULT_RULE_SIGNALS: dict[str, RuleSignal] = {
     "model:pii": RuleSignal("pii_model", "the text model flags a request for personal information or another app",
                             0.5),
 }
-_REASON_SOURCE = re.compile(r"^((?:rule|model):[A-Za-z0-9_]+)")
 
 
 class JsonRecord:
@@ -266,13 +265,12 @@ def is_late_night(ts: int, tz_name: str, hours: tuple[int, int]) -> bool:
     return hour >= start or hour < end if start > end else start <= hour < end
 
 
-def reason_flags(reasons: Iterable[str], settings: GroomingSettings) -> tuple[str, ...]:
-    """The rule ids and model categories in a decision's reasons that bear on grooming."""
-    found = (m.group(1) for r in reasons if (m := _REASON_SOURCE.match(r)))
-    return tuple(dict.fromkeys(f for f in found if f in settings.rule_signals))
+def grooming_flags(signals: Iterable[Signal], settings: GroomingSettings) -> tuple[str, ...]:
+    """The sources of a message's signals (rule ids, model categories) that bear on grooming."""
+    return tuple(dict.fromkeys(s.source for s in signals if s.source in settings.rule_signals))
 
 
-def conversation_turn(message: ChatMessage, sender: UserProfile, recipient: UserProfile, decision: Decision,
+def conversation_turn(message: ChatMessage, sender: UserProfile, recipient: UserProfile, signals: Iterable[Signal],
                       match: BankMatch | None, alert_bands: Iterable[AgeBand],
                       settings: GroomingSettings) -> ConversationTurn:
     """The turn for a direct message where one side is a minor. The child is the younger party (the
@@ -282,16 +280,16 @@ def conversation_turn(message: ChatMessage, sender: UserProfile, recipient: User
     child, contact = (sender, recipient) if younger_sender else (recipient, sender)
     contrast = match.contrast if match else 0.0
     stage = match.nearest.stage if match and contrast > settings.contrast_floor else ""
-    signals = MessageSignals(
+    turn = MessageSignals(
         event_id=message.event_id, ts=message.ts, from_contact=message.user_id == contact.user_id,
         contrast=round(contrast, 4), stage=stage, synthetic_match=bool(stage) and match.nearest.synthetic,
-        flags=reason_flags(decision.reasons, settings),
+        flags=grooming_flags(signals, settings),
         late_night=is_late_night(message.ts, child.timezone, settings.configured.late_night_hours))
     alert = child.parent_id if child.effective_age_band in set(alert_bands) else None
     return ConversationTurn(
         pair=pair_key(sender.user_id, recipient.user_id), child_id=child.user_id, contact_id=contact.user_id,
         child_band=child.effective_age_band, contact_band=contact.age_band, friends=child.is_friend(contact.user_id),
-        parent_to_alert=alert, timezone=child.timezone, message=signals, excerpt=redact(message.text)[:settings.excerpt_chars])
+        parent_to_alert=alert, timezone=child.timezone, message=turn, excerpt=redact(message.text)[:settings.excerpt_chars])
 
 
 # ---- the pair: state, risk, outputs ---------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -294,7 +294,7 @@ class ImageTier:
             if kind is BankKind.ALLOW:
                 if within:
                     allowed_by.append(match.bank)
-                    signals.append(Signal("image_bank", Action.ALLOW, f"{what} (allow bank)"))
+                    signals.append(Signal("image_bank", Action.ALLOW, f"{what} (allow bank)", "image:bank"))
                 continue
             action = Action.BLOCK if within and kind is BankKind.BLOCK else Action.REVIEW
             note = "match" if within else "near miss"
@@ -302,11 +302,11 @@ class ImageTier:
                 flood = self.flood.quarantine_note(match, sender, images.flood, self.clock())
                 if flood:
                     action, note = Action.REVIEW, f"match, {flood}"
-            signals.append(Signal("image_bank", action, f"{what} ({kind.value} bank {note})"))
+            signals.append(Signal("image_bank", action, f"{what} ({kind.value} bank {note})", "image:bank"))
         if allowed_by:
-            signals = [Signal(s.category, Action.ALLOW, f"{s.reason}; block suppressed by allow bank "
-                                                        f"{', '.join(sorted(set(allowed_by)))}")
-                       if s.action is Action.BLOCK else s for s in signals]
+            suppressed = f"; block suppressed by allow bank {', '.join(sorted(set(allowed_by)))}"
+            signals = [replace(s, action=Action.ALLOW, reason=s.reason + suppressed) if s.action is Action.BLOCK else s
+                       for s in signals]
         return signals
 
     # ---- the model ------------------------------------------------------------------------------------
@@ -329,9 +329,10 @@ class ImageTier:
         if model_scores is not None:
             signals += _model_signals(images, model_scores, band)
         elif self.model is None:
-            signals.append(Signal("image_model", Action.ALLOW, "image:no image model loaded"))
+            signals.append(Signal("image_model", Action.ALLOW, "image:no image model loaded", "image:model"))
         signals.append(Signal("image_model", Action.ALLOW,
-                              f"image:no model for {', '.join(UNMODELLED_CATEGORIES)}: caption and profile only"))
+                              f"image:no model for {', '.join(UNMODELLED_CATEGORIES)}: caption and profile only",
+                              "image:model"))
         return ImageResult(pending.hashes, pending.matches, model_scores or {}, signals,
                            _scores(pending, model_scores or {}))
 
@@ -344,10 +345,10 @@ def _model_signals(images: ImagePolicy, scores: dict[str, float], band: AgeBand)
             limit = getattr(limits, action.value, None)
             if limit is not None and score >= limit:
                 signals.append(Signal(category, action, f"image:model {category} {score:.2f} >= {action.value} "
-                                                        f"{limit:.2f} for {band.value}"))
+                                                        f"{limit:.2f} for {band.value}", "image:model"))
                 break
         else:
-            signals.append(Signal(category, Action.ALLOW, f"image:model {category} {score:.2f}"))
+            signals.append(Signal(category, Action.ALLOW, f"image:model {category} {score:.2f}", "image:model"))
     return signals
 
 

@@ -9,7 +9,7 @@ first-timer's, and so is a message from someone with no history to a child who d
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Mapping
 
@@ -136,7 +136,14 @@ def load_policy(source: Path | Mapping) -> Policy:
 class Signal:
     category: str
     action: Action
-    reason: str
+    reason: str  # for people: what was found, with its numbers
+    # What found it, "<tier>:<what>" (rule:off_platform_lure, model:threat, link:blocklist, image:bank,
+    # contact:dm_policy): the metrics and the grooming step read this, never the reason's wording.
+    source: str
+
+    @property
+    def tier(self) -> str:
+        return self.source.split(":", 1)[0]
 
 
 @dataclass(frozen=True)
@@ -144,6 +151,12 @@ class Verdict:
     action: Action
     reasons: tuple[str, ...]
     categories: tuple[str, ...]
+    signals: tuple[Signal, ...]  # every signal behind it, whatever each asked for
+
+    @property
+    def deciding_tiers(self) -> set[str]:
+        """The tiers whose signals asked for the verdict's action (none for an allow)."""
+        return {s.tier for s in self.signals if s.action is self.action and s.action is not Action.ALLOW}
 
 
 @dataclass(frozen=True)
@@ -206,13 +219,15 @@ def contact_signals(policy: ContactPolicy, sender: UserProfile, recipient: UserP
         what = "images" if image else "direct messages"
         setting = contact_setting(recipient, image)
         allowed = "from no one" if setting == "nobody" else "from friends only"
+        setting_name = "image_policy" if image else "dm_policy"
         return [Signal(CONTACT, policy.not_allowed_action,
-                       f"contact:{recipient.user_id} accepts {what} {allowed} ({'image_policy' if image else 'dm_policy'} "
-                       f"{setting}); {sender.user_id} is not allowed")]
+                       f"contact:{recipient.user_id} accepts {what} {allowed} ({setting_name} {setting}); "
+                       f"{sender.user_id} is not allowed", f"contact:{setting_name}")]
     if image and sender.effective_age_band.is_minor and recipient.effective_age_band is AgeBand.ADULT \
             and not friends(sender, recipient):
         return [Signal(CHILD_IMAGE, policy.child_image_to_adult_action,
-                       f"contact:a minor's image sent directly to an adult who is not a friend ({recipient.user_id})")]
+                       f"contact:a minor's image sent directly to an adult who is not a friend ({recipient.user_id})",
+                       "contact:child_image")]
     return []
 
 
@@ -234,7 +249,7 @@ def model_signals(policy: Policy, scores: Mapping[str, float], band: AgeBand, vo
             threshold = (limit + margin) * max(scale, 0.0)
             if score >= min(threshold, 1.0):
                 signals.append(Signal(category, action, f"model:{category} {score:.2f} >= {action.value} "
-                                                        f"{threshold:.2f} for {band.value}"))
+                                                        f"{threshold:.2f} for {band.value}", f"model:{category}"))
                 break
     return signals
 
@@ -246,8 +261,8 @@ def soften(policy: Policy, signals: list[Signal]) -> list[Signal]:
     for signal in signals:
         yields_to = present & set(policy.review_instead_of_block_when.get(signal.category, ()))
         if signal.action is Action.BLOCK and yields_to:
-            signal = Signal(signal.category, Action.REVIEW,
-                            f"{signal.reason}; review instead of block ({', '.join(sorted(yields_to))} present)")
+            signal = replace(signal, action=Action.REVIEW,
+                             reason=f"{signal.reason}; review instead of block ({', '.join(sorted(yields_to))} present)")
         softened.append(signal)
     return softened
 
@@ -256,4 +271,4 @@ def decide(signals: list[Signal], notes: tuple[str, ...] = ()) -> Verdict:
     """The most severe action asked for; ``notes`` are reasons that ask for no action (fallbacks)."""
     action = max((s.action for s in signals), key=lambda a: a.severity, default=Action.ALLOW)
     categories = tuple(dict.fromkeys(s.category for s in signals if s.action is not Action.ALLOW))
-    return Verdict(action, tuple(s.reason for s in signals) + notes, categories)
+    return Verdict(action, tuple(s.reason for s in signals) + notes, categories, tuple(signals))

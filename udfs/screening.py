@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterable, Sequence, Union
+from typing import Iterable, Mapping, Sequence, Union
 
 import numpy as np
 
@@ -53,17 +53,7 @@ class Screened:
     outputs: list[Output]
     turns: list[ConversationTurn]  # one per decided direct message where one side is a minor
     room_speakers: dict[str, list[RoomSpeaker]]  # per room, the senders of its decided chat messages
-
-
-# The tiers a decision's reasons come from, by the prefix each tier writes ("model:toxicity 0.93 >= ...").
-TIERS = ("rule", "link", "image", "model", "contact")
-
-
-def acting_tiers(decision: Decision) -> set[str]:
-    """The tiers whose reasons a decision other than allow carries (for the per-tier metrics)."""
-    if decision.action is Action.ALLOW:
-        return set()
-    return {reason.split(":", 1)[0] for reason in decision.reasons} & set(TIERS)
+    verdicts: dict[str, Verdict] = field(default_factory=dict)  # by event id, each decision's verdict
 
 
 def audience_band(policy: Policy, item: ScreeningInput) -> AgeBand:
@@ -164,35 +154,38 @@ class Screener:
             self.recent_scores.extend(zip(bands, scored.scores))
         images = self._screen_images(items)
         outputs: list[Output] = []
+        verdicts: dict[str, Verdict] = {}
         for index, item in enumerate(items):
             scores = None if scored is None else scored.scores[index]
             try:
-                outputs.extend(self._screen_one(item, texts[index], scores, truncations[index], images.get(index),
-                                                now_ms))
+                verdict, produced = self._screen_one(item, texts[index], scores, truncations[index], images.get(index),
+                                                     now_ms)
+                verdicts[item.event.event_id] = verdict
+                outputs.extend(produced)
             except Rejected as rejected:
                 outputs.append(dead_letter(item.source, item.raw, rejected, now_ms))
             except Exception as error:  # one record's failure is its own dead letter, never the batch's
                 outputs.append(dead_letter(item.source, item.raw, Rejected(
                     "unprocessable", f"screening failed: {type(error).__name__}: {str(error)[:200]}",
                     item.event.event_id), now_ms))
-        decisions = {o.event_id: o for o in outputs if isinstance(o, Decision)}
-        return Screened(outputs, self._conversation_turns(items, conversations, scored, decisions),
-                        self._room_speakers(items, decisions, now_ms))
+        return Screened(outputs, self._conversation_turns(items, conversations, scored, verdicts),
+                        self._room_speakers(items, verdicts, now_ms), verdicts)
 
     def _conversation_turns(self, items: Sequence[ScreeningInput], conversations: Sequence[bool],
-                            scored: ScoredTexts | None, decisions: dict[str, Decision]) -> list[ConversationTurn]:
+                            scored: ScoredTexts | None, verdicts: dict[str, Verdict]) -> list[ConversationTurn]:
         """A turn per decided direct message with a minor, its bank match from the second stage's embedding
-        (None after a model failure: the turn still carries the decision's rule signals)."""
-        chosen = [i for i, item in enumerate(items) if conversations[i] and item.event.event_id in decisions]
+        (None after a model failure: the turn still carries the verdict's rule signals)."""
+        chosen = [i for i, item in enumerate(items) if conversations[i] and item.event.event_id in verdicts]
         if not chosen:
             return []
         matches = [None] * len(chosen) if scored is None else \
             self.grooming_bank.match(np.stack([scored.embeddings[i] for i in chosen]))
         return [conversation_turn(items[i].event, items[i].sender, items[i].recipient,
-                                  decisions[items[i].event.event_id], match, self.policy.alert_bands, self.grooming)
+                                  verdicts[items[i].event.event_id].signals, match, self.policy.alert_bands,
+                                  self.grooming)
                 for i, match in zip(chosen, matches)]
 
-    def _room_speakers(self, items: Sequence[ScreeningInput], decisions: dict[str, Decision],
+    def _room_speakers(self, items: Sequence[ScreeningInput], decided: Mapping[str, object],
                        now_ms: int) -> dict[str, list[RoomSpeaker]]:
         """Who wrote in which room, for the room-meetings step (``udfs.grooming.room_meetings``). A time
         ahead of ``now_ms`` counts as now: one far-future clock must not age every other speaker out."""
@@ -201,7 +194,7 @@ class Screener:
         rooms: dict[str, list[RoomSpeaker]] = {}
         for item in items:
             event = item.event
-            if isinstance(event, ChatMessage) and event.room_id and event.event_id in decisions:
+            if isinstance(event, ChatMessage) and event.room_id and event.event_id in decided:
                 rooms.setdefault(event.room_id, []).append(
                     RoomSpeaker(event.user_id, item.sender.effective_age_band, min(event.ts, now_ms)))
         return rooms
@@ -213,8 +206,9 @@ class Screener:
                                          [audience_band(self.policy, items[i]) for i in positions])
         return dict(zip(positions, results))
 
-    def _screen_one(self, item: ScreeningInput, text: str, scores: dict[str, float] | None,
-                    notes: tuple[str, ...], image: ImageResult | Rejected | None, now_ms: int) -> Iterable[Output]:
+    def _screen_one(self, item: ScreeningInput, text: str, scores: dict[str, float] | None, notes: tuple[str, ...],
+                    image: ImageResult | Rejected | None, now_ms: int) -> tuple[Verdict, list[Output]]:
+        """The item's verdict, and what it gives: its decision, then any review item and parent alerts."""
         event = item.event
         band = audience_band(self.policy, item)
         voice = isinstance(event, ChatMessage) and event.channel == "voice"
@@ -233,28 +227,28 @@ class Screener:
         self.contact_blocks += any(signal.category == CONTACT for signal in contact)
         signals = soften(self.policy, signals + contact)
         # The tightening is a reason only where a model signal it scaled acted: elsewhere it explains nothing.
-        if tightening is not None and any(s.action is not Action.ALLOW and s.reason.startswith("model:")
-                                          for s in signals):
+        if tightening is not None and any(s.action is not Action.ALLOW and s.tier == "model" for s in signals):
             notes += (tightening.reason,)
         verdict = decide(signals, notes + fallback_notes(item))
         # People read these (reviewers, parents, `lifeguard tail`): a number a rule quotes is masked.
-        verdict = Verdict(verdict.action, tuple(map(redact, verdict.reasons)), verdict.categories)
+        verdict = replace(verdict, reasons=tuple(map(redact, verdict.reasons)))
         decision = Decision(
             event_id=event.event_id, user_id=event.user_id,
             kind="chat" if isinstance(event, ChatMessage) else "upload", action=verdict.action,
             scores={k: round(v, 4) for k, v in shown_scores.items()}, reasons=list(verdict.reasons),
             age_band=band, policy_version=self.policy.version, model_version=self.text_model.version,
             event_ts=event.ts, decided_ts=now_ms, latency_ms=now_ms - item.source.kafka_ts)
-        yield decision
+        outputs: list[Output] = [decision]
         if verdict.action is Action.REVIEW:
-            yield self._review_item(item, text, verdict, scores or {}, band, now_ms)
+            outputs.append(self._review_item(item, text, verdict, scores or {}, band, now_ms))
         # A message the contact settings alone stopped is counted (decisions name the setting), not alerted
         # one by one: the parents chose the setting, and a stranger's every try would be noise to them.
         if verdict.action is Action.BLOCK and set(verdict.categories) != {CONTACT}:
-            yield from self._parent_alerts(item, verdict, now_ms)
+            outputs.extend(self._parent_alerts(item, verdict, now_ms))
         child_image = [s for s in signals if s.category == CHILD_IMAGE]
         if child_image and verdict.action is not Action.BLOCK:  # a block alerts the parent already
-            yield from self._child_image_alert(item, child_image, now_ms)
+            outputs.extend(self._child_image_alert(item, child_image, now_ms))
+        return verdict, outputs
 
     def _review_item(self, item: ScreeningInput, text: str, verdict: Verdict, scores: dict[str, float],
                      band: AgeBand, now_ms: int) -> ReviewItem:

@@ -46,11 +46,12 @@ class TextTier:
         model's highest phishing probability among the message's links, when it has any. The model's
         thresholds are multiplied by ``threshold_scale`` (the sender's behaviour); rules and links are not."""
         if scores is None:  # rules and links still run: a model failure must not hide what they catch
-            signals = [Signal("model_error", Action.REVIEW, "model:error, sent to review (fail safe)")]
+            signals = [Signal("model_error", Action.REVIEW, "model:error, sent to review (fail safe)", "model:error")]
         else:
             signals = model_signals(self.policy, scores, band, voice, threshold_scale)
         for hit in self.rules.match(text, band.is_minor):
-            signals.append(Signal(hit.rule.category, hit.rule.action, f"rule:{hit.rule.id} matched '{hit.matched}'"))
+            signals.append(Signal(hit.rule.category, hit.rule.action, f"rule:{hit.rule.id} matched '{hit.matched}'",
+                                  f"rule:{hit.rule.id}"))
         risks = {link: self.url_model.probability(link) for link in extract_links(text)}
         for link, risk in risks.items():
             signals += link_signals(self.policy.links, self.blocklist, link, risk, band, direct_to_minor)
@@ -62,15 +63,17 @@ def link_signals(policy: LinkPolicy, blocklist: Blocklist, link: Link, risk: flo
                  direct_to_minor: bool) -> list[Signal]:
     signals = []
     if entry := blocklist.blocked(link):
-        signals.append(Signal("link", policy.blocked_action, f"link:blocklisted {entry}"))
+        signals.append(Signal("link", policy.blocked_action, f"link:blocklisted {entry}", "link:blocklist"))
     if link.lookalike:
         signals.append(Signal("link", policy.lookalike_host_action,
-                              f"link:{link.host} written with look-alike letters"))
+                              f"link:{link.host} written with look-alike letters", "link:lookalike"))
     if policy.risk_threshold is not None and risk is not None and risk >= policy.risk_threshold:
         signals.append(Signal("link", policy.risk_action,
-                              f"link:{link.host} phishing risk {risk:.2f} >= {policy.risk_threshold:.2f}"))
+                              f"link:{link.host} phishing risk {risk:.2f} >= {policy.risk_threshold:.2f}", "link:risk"))
     if band.is_minor and (site := listed_site(link, policy.off_platform_sites)):
-        signals.append(Signal("pii", policy.off_platform_action, f"link:{site} is another chat app (off-platform)"))
+        signals.append(Signal("pii", policy.off_platform_action, f"link:{site} is another chat app (off-platform)",
+                              "link:off_platform"))
     if direct_to_minor:
-        signals.append(Signal("link", policy.link_to_minor_action, f"link:{link.host} sent directly to a minor"))
+        signals.append(Signal("link", policy.link_to_minor_action, f"link:{link.host} sent directly to a minor",
+                              "link:to_minor"))
     return signals
