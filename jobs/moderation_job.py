@@ -31,7 +31,7 @@ from jobs.operators import (CONTROL_RECORD, CONTROL_STATE, CONVERSATION_TURNS, R
                             ConversationRisk, RoomMeetings, ScreenBatch, ValidateControl, ValidateRecord)
 from jobs.plumbing import DEAD_LETTERS, OUTPUT_RECORD
 from lifeguard.config import LifeguardConfig, load_config
-from udfs.grooming import GroomingSettings
+from udfs.grooming.settings import GroomingSettings
 
 
 def internal_stream(t_env, name: str):

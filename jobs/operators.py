@@ -15,8 +15,10 @@ from lifeguard.config import LifeguardConfig
 from lifeguard.schemas import DeadLetter, Decision, ReviewItem
 from udfs.control import (HASH_BANK_UPDATES, POLICY_UPDATES, apply_bank_update, apply_policy_update,
                           parse_control, restore, state_entry)
-from udfs.grooming import (ConversationTurn, GroomingSettings, MessageSignals, PairState, RoomMeeting, RoomState,
-                           add_meeting, room_meetings, speakers_from_json, speakers_to_json, step)
+from udfs.grooming.pairs import PairState, add_meeting, step
+from udfs.grooming.rooms import RoomMeeting, RoomState, room_meetings, speakers_from_json, speakers_to_json
+from udfs.grooming.settings import GroomingSettings
+from udfs.grooming.turns import ConversationTurn, MessageSignals
 from udfs.parse import Rejected, SourceRef, dead_letter, parse_event
 from udfs.screening import ScreeningInput, Screener
 
@@ -223,7 +225,7 @@ class ScreenBatch(KeyedBroadcastProcessFunction):
 
 class RoomMeetings(KeyedProcessFunction):
     """Keyed by room: keeps the room's recent speakers and sends each meeting of a child and a much older
-    user to their pair (``udfs.grooming.room_meetings``). A room quiet for the meeting window is forgotten."""
+    user to their pair (``udfs.grooming.rooms.room_meetings``). A room quiet for the meeting window is forgotten."""
 
     def __init__(self, grooming: GroomingSettings):
         self._grooming = grooming

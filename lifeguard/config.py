@@ -244,8 +244,8 @@ class FeaturesConfig(_Section):
 
 
 class GroomingConfig(_Section):
-    """Conversation-level grooming detection (udfs/grooming.py): its bank, windows and thresholds. The
-    score's weights are not settings: they are chosen by hand and documented in udfs/grooming.py."""
+    """Conversation-level grooming detection (udfs/grooming/): its bank, windows and thresholds. The
+    score's weights are not settings: they are chosen by hand and documented in udfs/grooming/."""
     # The project's synthetic seed bank, then any platform banks of confirmed cases (same JSON lines).
     bank_files: list[Path] = [Path("models/grooming/bank.jsonl")]
     # The window of one pair's recent messages.

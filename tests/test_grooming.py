@@ -16,9 +16,11 @@ from lifeguard import PROJECT_ROOT
 from lifeguard.config import load_config
 from lifeguard.schemas import Action, AgeBand, ChatMessage, Decision, ParentAlert, ReviewItem
 from tools.simulator import GROOMING_STAGES
-from udfs.grooming import (DAY_MS, HOUR_MS, STAGES, ConversationTurn, GroomingSettings, MessageSignals, RoomMeeting,
-                           RoomSpeaker, RoomState, add_meeting, add_message, is_late_night, load_bank, pair_key,
-                           grooming_flags, room_meetings, step)
+from udfs.grooming.bank import load_bank
+from udfs.grooming.pairs import add_meeting, add_message, step
+from udfs.grooming.rooms import RoomMeeting, RoomSpeaker, RoomState, room_meetings
+from udfs.grooming.settings import DAY_MS, GroomingSettings, HOUR_MS, STAGES
+from udfs.grooming.turns import ConversationTurn, MessageSignals, grooming_flags, is_late_night, pair_key
 from udfs.parse import SourceRef
 from udfs.policy import Signal
 from udfs.screening import ScreeningInput, Screener

@@ -1,6 +1,6 @@
 """Pair-level figures for conversation grooming detection on simulated traffic, through the job's code:
 ``Screener.screen`` per batch (its conversation turns carry the bank match), its room speakers through
-``udfs.grooming.room_meetings`` per room, then ``udfs.grooming.step`` per (child, contact) pair.
+``udfs.grooming.rooms.room_meetings`` per room, then ``udfs.grooming.pairs.step`` per (child, contact) pair.
 
     python -m tools.evaluate_grooming [--minutes 30] [--events-per-s 20] [--seed 5]
 
@@ -19,7 +19,9 @@ from collections import defaultdict
 from lifeguard.config import load_config
 from lifeguard.schemas import ChatMessage, ParentAlert, ReviewItem
 from tools.simulator import HarmMix, build_platform, generate_events
-from udfs.grooming import add_meeting, pair_key, room_meetings, step
+from udfs.grooming.pairs import add_meeting, step
+from udfs.grooming.rooms import room_meetings
+from udfs.grooming.turns import pair_key
 from udfs.parse import SourceRef
 from udfs.screening import ScreeningInput, Screener
 

@@ -24,8 +24,10 @@ from lifeguard.profiles import UserProfile
 from lifeguard.config import ControlConfig, LifeguardConfig, LimitsConfig
 from lifeguard.schemas import (Action, AgeBand, ChatMessage, DeadLetter, Decision, ParentAlert, ReviewItem,
                                Upload)
-from udfs.grooming import (ConversationTurn, GroomingSettings, MessageBank, RoomSpeaker, conversation_turn,
-                           is_minor_direct_message, load_bank)
+from udfs.grooming.bank import MessageBank, load_bank
+from udfs.grooming.rooms import RoomSpeaker
+from udfs.grooming.settings import GroomingSettings
+from udfs.grooming.turns import ConversationTurn, conversation_turn, is_minor_direct_message
 from udfs.image_model import ImageModel
 from udfs.image_tier import Banks, ImageResult, ImageTier, load_image_banks
 from udfs.parse import Rejected, SourceRef, dead_letter
@@ -187,7 +189,7 @@ class Screener:
 
     def _room_speakers(self, items: Sequence[ScreeningInput], decided: Mapping[str, object],
                        now_ms: int) -> dict[str, list[RoomSpeaker]]:
-        """Who wrote in which room, for the room-meetings step (``udfs.grooming.room_meetings``). A time
+        """Who wrote in which room, for the room-meetings step (``udfs.grooming.rooms.room_meetings``). A time
         ahead of ``now_ms`` counts as now: one far-future clock must not age every other speaker out."""
         if self.grooming is None:
             return {}
