@@ -128,6 +128,8 @@ class ScreenBatch(KeyedBroadcastProcessFunction):
             "texts_scored": lambda: self._screener.text_model.scored,
             "texts_escalated": lambda: self._screener.text_model.escalated,
             "texts_embedded": lambda: self._screener.text_model.embedded,
+            "score_cache_lookups": lambda: self._screener.scores.lookups,
+            "score_cache_hits": lambda: self._screener.scores.hits,
             "feast_failures": lambda: self._profiles.failures})
         self._model_ms = Histogram(metrics, "model_batch_ms", MODEL_MS_BUCKETS)
         self._decisions = CountersByLabel(metrics, "action", "decisions")

@@ -213,6 +213,9 @@ class ModelConfig(_Section):
     prefer_gpu: bool = True
     # Image hash banks loaded at start: JSON lines {"bank", "signal_type", "hash"}; absent: empty banks.
     image_banks: Path = Path(".lifeguard/image_banks.jsonl")
+    # Texts whose scores the screening keeps (udfs.score_cache), per screening instance: repeated chat
+    # ("gg", "lol") is scored once. About 0.6 KB a text; 0 turns the cache off.
+    score_cache_size: int = Field(20_000, ge=0)
 
 
 class FeaturesConfig(_Section):

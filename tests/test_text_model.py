@@ -29,6 +29,7 @@ from models import train_text, train_text_stage2
 from udfs.policy import load_policy, model_signals
 from udfs.sentence_encoder import DIMENSION, load_tokenizer
 from udfs.text_features import FeaturizerParams, featurize, pad_rows, vectorize
+from udfs.score_cache import ScoreCache
 from udfs.text_model import (CATEGORIES, CascadeBounds, ModelLoadError, SecondStage, TextModel, identity_pattern,
                              tuned_input)
 
@@ -618,3 +619,25 @@ def test_a_similarity_bank_without_the_heads_categories_is_a_clear_error():
     empty = train_text_stage2.SimilarityBank(np.zeros((0, 384), np.float16), {}, {})
     with pytest.raises(ValueError, match="holds none of the categories"):
         train_text_stage2.bank_nodes(empty, ["toxicity", "threat"])
+
+
+def test_the_score_cache_agrees_with_the_model_and_runs_each_repeat_once(model):
+    texts = ["gg", "lol", "gg", "you are a worthless idiot", "gg", "lol", "nice build", "gg"]
+    minors = [True, True, False, True, True, True, False, True]
+    wanted = [False, False, False, False, False, False, True, False]
+    reference = model.score_and_embed(texts, minors, wanted)
+    cache = ScoreCache(model, size=4)
+    before = model.scored
+    first = cache.score_and_embed(texts, minors, wanted)
+    # Each distinct (text, minor) runs once: gg for a child, lol, gg between adults, the insult, and the row
+    # whose embedding is wanted; the other three are repeats.
+    assert model.scored - before == 5 and (cache.lookups, cache.hits) == (7, 3)
+    for row in range(len(texts)):
+        assert first.scores[row] == pytest.approx(reference.scores[row], abs=1e-5)
+        assert (first.embeddings[row] is None) == (reference.embeddings[row] is None)
+    # Four kept: the first run (gg for a child) was the least recently used, and goes; the embedded row's
+    # scores were kept like any other's.
+    second = cache.score_and_embed(["lol", "gg", "nice build"], [True, True, False], [False, False, False])
+    assert model.scored - before == 6 and (cache.lookups, cache.hits) == (10, 5)
+    for position, row in enumerate((1, 0, 6)):
+        assert second.scores[position] == pytest.approx(reference.scores[row], abs=1e-5)

@@ -34,6 +34,7 @@ from udfs.parse import Rejected, SourceRef, dead_letter
 from udfs.policy import (CHILD_IMAGE, CONTACT, Policy, Signal, Verdict, behaviour_tightening, contact_signals, decide,
                          load_policy, soften)
 from udfs.redact import redact
+from udfs.score_cache import ScoreCache
 from udfs.text_model import ScoredTexts, TextModel
 from udfs.text_tier import TextTier
 
@@ -75,8 +76,10 @@ class Screener:
 
     def __init__(self, policy: Policy, text_model: TextModel, limits: LimitsConfig,
                  image_banks: Banks, base_dir: Path, image_model: ImageModel | None = None,
-                 grooming: GroomingSettings | None = None, control: ControlConfig = ControlConfig()):
+                 grooming: GroomingSettings | None = None, control: ControlConfig = ControlConfig(),
+                 score_cache_size: int = 0):
         self.text_model = text_model
+        self.scores = ScoreCache(text_model, score_cache_size)
         # The bands and model scores of recently screened messages (no text), on which a policy update is
         # tried before it is put in force (``udfs.control.unsafe_change``).
         self.recent_scores: deque[tuple[AgeBand, dict[str, float]]] = deque(maxlen=control.recent_sample)
@@ -100,7 +103,7 @@ class Screener:
                                   tokenizer=cfg.path(cfg.models.text_tokenizer)),
                    cfg.limits, load_image_banks(cfg.path(cfg.models.image_banks)), cfg.path(Path(".")),
                    ImageModel.load(prefer_gpu=cfg.models.prefer_gpu), GroomingSettings.from_config(cfg.grooming),
-                   cfg.control)
+                   cfg.control, cfg.models.score_cache_size)
 
     @property
     def policy(self) -> Policy:
@@ -135,7 +138,7 @@ class Screener:
                      conversations: Sequence[bool]) -> ScoredTexts | None:
         started = time.perf_counter()
         try:
-            return self.text_model.score_and_embed(texts, minors, embedding_wanted=conversations)
+            return self.scores.score_and_embed(texts, minors, conversations)
         except Exception:  # a model failure must not drop the batch: it goes to review (fail safe)
             self.model_errors += 1
             return None
