@@ -4,14 +4,16 @@ The job hands every updated row to a ``FeaturePusher``; rows wait (the latest pe
 busy child's hundred updates in a batch are one row) until ``push_batch_rows`` are waiting or
 ``push_interval_ms`` has passed since the first, then go to Feast in one push per view
 (``PushMode.ONLINE_AND_OFFLINE``). A failed push keeps its rows for the next attempt (bounded), and is
-counted; the job never fails for Feast.
+counted; the job never fails for Feast. The rows waiting are also what a checkpoint must hold (the inputs
+that made them are already behind it): ``pending_entries`` and ``restore`` give them as strings for state.
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, get_type_hints
+from typing import Callable, Iterable, get_type_hints
 
 import pandas as pd
 import pyarrow as pa
@@ -75,13 +77,28 @@ class FeaturePusher:
         self.failures = 0
         self.rows_dropped = 0
 
-    def add(self, view: str, row) -> None:
+    def add(self, view: str, row) -> str:
+        """Queues `row` of `view`; the key it waits under (see ``pending_entries``)."""
         key = (view, row.user_id, getattr(row, "day", ""))
         previous = self._waiting.get(key)
         if previous is None or previous.event_ts <= row.event_ts:
             self._waiting[key] = row
         if self._since is None:
             self._since = self._clock()
+        return _entry_key(key)
+
+    def pending_entries(self, keys: Iterable[str] | None = None) -> dict[str, str]:
+        """The rows waiting (only those of `keys`, if given), as key -> JSON: what a checkpoint keeps."""
+        chosen = self._waiting if keys is None else {
+            key: self._waiting[key] for key in (tuple(k.split(_SEPARATOR)) for k in keys) if key in self._waiting}
+        return {_entry_key(key): json.dumps({"view": key[0], "row": asdict(row)}) for key, row in chosen.items()}
+
+    def restore(self, entries: Iterable[str]) -> None:
+        """Queues again the rows of ``pending_entries`` values (after a restart from a checkpoint)."""
+        for entry in entries:
+            value = json.loads(entry)
+            view = PUSH_VIEWS[value["view"]]
+            self.add(view.view, view.row_type(**value["row"]))
 
     @property
     def waiting(self) -> int:
@@ -117,3 +134,10 @@ class FeaturePusher:
             del self._waiting[next(iter(self._waiting))]
             self.rows_dropped += 1
         return pushed
+
+
+_SEPARATOR = "\x1f"  # no view name, user id or day holds it
+
+
+def _entry_key(key: tuple[str, str, str]) -> str:
+    return _SEPARATOR.join(key)

@@ -312,7 +312,8 @@ class ChildDayFeatures(KeyedProcessFunction):
 
 class PushFeatures(KeyedProcessFunction):
     """One instance for the whole job (one writer per parquet file): rows batched into Feast pushes,
-    flushed at ``push_batch_rows`` or on a processing-time timer ``push_interval_ms`` after the first."""
+    flushed at ``push_batch_rows`` or on a processing-time timer ``push_interval_ms`` after the first.
+    The rows waiting are mirrored in keyed state (the one key), so a restart from a checkpoint pushes them."""
 
     def __init__(self, cfg: LifeguardConfig, settings: FeaturesConfig):
         self._cfg, self._settings = cfg, settings
@@ -320,27 +321,54 @@ class PushFeatures(KeyedProcessFunction):
     def open(self, runtime_context: RuntimeContext):
         self._pusher = FeaturePusher(open_store(self._cfg), self._settings.push_batch_rows,
                                      self._settings.push_interval_ms)
+        self._pending = runtime_context.get_map_state(MapStateDescriptor("pending_rows", Types.STRING(), Types.STRING()))
+        self._mirrored: set[str] = set()  # the keys in self._pending
+        self._restored = False
         self._counts = CountersOf(runtime_context.get_metrics_group(), {
             "feast_pushes": lambda: self._pusher.pushes, "feast_rows_pushed": lambda: self._pusher.rows_pushed,
             "feast_push_failures": lambda: self._pusher.failures})
 
     def process_element(self, row, ctx):
+        self._restore(ctx)
         view = PUSH_VIEWS[row["kind"].removeprefix("push:")]
         waiting = self._pusher.waiting
-        self._pusher.add(view.view, view.row_type(**json.loads(row["payload"])))
+        key = self._pusher.add(view.view, view.row_type(**json.loads(row["payload"])))
+        self._pending.put_all(self._pusher.pending_entries([key]))
+        self._mirrored.add(key)
         if waiting == 0:
-            timers = ctx.timer_service()
-            timers.register_processing_time_timer(timers.current_processing_time() + self._settings.push_interval_ms)
+            self._flush_later(ctx, ctx.timer_service().current_processing_time())
         if self._pusher.due():
-            self._pusher.flush()
-            self._counts.update()
+            self._flush()
         yield from ()
 
     def on_timer(self, timestamp, ctx):
+        self._restore(ctx)
         if self._pusher.waiting:
-            self._pusher.flush()
-            self._counts.update()
+            self._flush()
         if self._pusher.waiting:  # a failed push: try again later
-            ctx.timer_service().register_processing_time_timer(timestamp + self._settings.push_interval_ms)
+            self._flush_later(ctx, timestamp)
         yield from ()
+
+    def _flush_later(self, ctx, now_ms: int) -> None:
+        ctx.timer_service().register_processing_time_timer(now_ms + self._settings.push_interval_ms)
+
+    def _flush(self) -> None:
+        self._pusher.flush()
+        self._counts.update()
+        gone = self._mirrored - set(self._pusher.pending_entries())
+        for key in gone:
+            self._pending.remove(key)
+        self._mirrored -= gone
+
+    def _restore(self, ctx) -> None:
+        """On the first element or timer after a start: the rows the last checkpoint held go back in the
+        queue, with a timer to push them."""
+        if self._restored:
+            return
+        self._restored = True
+        entries = dict(self._pending.items())
+        if entries:
+            self._pusher.restore(entries.values())
+            self._mirrored = set(entries)
+            self._flush_later(ctx, ctx.timer_service().current_processing_time())
 

@@ -104,3 +104,19 @@ def test_analyst_queries(store):
     assert list(per_day["stranger_minutes"]) == [0, 7, 0]
     rising = rising_violation_rate(store, ["steady", "rising"], pd.Timestamp(DAY1_END_NY, unit="ms", tz="UTC"))
     assert list(rising["user_id"]) == ["rising"] and rising.loc[0, "baseline_rate_7d"] == 0.1
+
+
+def test_rows_waiting_for_a_push_survive_a_restart_through_their_state_entries():
+    before = FeaturePusher(RecordingStore(), batch_rows=100, interval_ms=1000)
+    before.add("child_daily", DayTotals("kid", "2026-01-01", 40, 5, 1, 0, 40 * MIN))
+    key = before.add("user_behaviour", behaviour("adult", 0, 0.5, 0.1))
+    entries = before.pending_entries()  # what the checkpoint holds
+    assert set(before.pending_entries([key])) == {key} and len(entries) == 2
+    store = RecordingStore()
+    after = FeaturePusher(store, batch_rows=100, interval_ms=1000)
+    after.restore(entries.values())
+    assert after.pending_entries() == entries and after.flush() == 2
+    pushed = {source: frame for source, frame in store.pushes}
+    assert list(pushed["child_daily_push"]["screen_minutes"]) == [40]
+    assert list(pushed["user_behaviour_push"]["violation_rate_24h"]) == [0.5]
+    assert after.pending_entries() == {}
