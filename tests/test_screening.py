@@ -214,3 +214,12 @@ def test_personal_information_is_masked_in_what_reviewers_and_parents_read(scree
     readable += [r for o in outputs if isinstance(o, ParentAlert) for r in o.reasons]
     assert decision.action == "block" and any("'[phone]'" in r for r in decision.reasons)
     assert not [t for t in readable if "555" in t or "kid123" in t or "coolkid12" in t]
+
+
+def test_only_typed_chat_joins_the_sample_a_policy_update_is_tried_on(screener):
+    # The share check judges every sampled score as typed chat: a voice transcript (its own margin) or a
+    # caption would be judged by thresholds that are not theirs.
+    before = len(screener.recent_scores)
+    screener.screen([direct("gg that was fun"), direct("gg that was fun", channel="voice"), image_to(ADULT, KID)],
+                    now_ms=1_050)
+    assert len(screener.recent_scores) == before + 1

@@ -80,8 +80,9 @@ class Screener:
                  score_cache_size: int = 0):
         self.text_model = text_model
         self.scores = ScoreCache(text_model, score_cache_size)
-        # The bands and model scores of recently screened messages (no text), on which a policy update is
-        # tried before it is put in force (``udfs.control.unsafe_change``).
+        # The bands and model scores of recently screened typed chat messages (no text), on which a policy
+        # update is tried before it is put in force (``udfs.control.unsafe_change`` judges each as typed
+        # chat: voice transcripts and captions, which have their own margins and rules, stay out).
         self.recent_scores: deque[tuple[AgeBand, dict[str, float]]] = deque(maxlen=control.recent_sample)
         self.last_model_ms = 0.0  # the text model's time on the last batch (a metric)
         self.limits = limits
@@ -156,7 +157,8 @@ class Screener:
                          for i in items]
         scored = self._score_texts(list(texts), [band.is_minor for band in bands], conversations)
         if scored is not None:
-            self.recent_scores.extend(zip(bands, scored.scores))
+            self.recent_scores.extend((band, scores) for item, band, scores in zip(items, bands, scored.scores)
+                                      if isinstance(item.event, ChatMessage) and item.event.channel == "text")
         images = self._screen_images(items)
         outputs: list[Output] = []
         verdicts: dict[str, Verdict] = {}
