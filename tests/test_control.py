@@ -168,12 +168,38 @@ def with_bank_kind(kind: str) -> dict:
     return doc
 
 
+def with_images(**changes) -> dict:
+    doc = document(version="v2")
+    doc["images"] = {**doc["images"], **changes}
+    return doc
+
+
+def with_rules(change) -> dict:
+    doc = document(version="v2")
+    doc["rules"] = change(copy.deepcopy(doc["rules"]))
+    return doc
+
+
+def weakened(rules: list[dict]) -> list[dict]:
+    rules[0]["action"] = "allow" if rules[0]["action"] == "warn" else "warn"
+    return rules
+
+
 @pytest.mark.parametrize("doc, says", [
     (document(version="v2", thresholds={k: v for k, v in DOCUMENT["thresholds"].items() if k != "threat"}),
      "thresholds.threat dropped"),
     (with_threshold("sexual_minors", "under_13", "block", 0.0), "thresholds.sexual_minors.under_13.block 0 is below the floor 0.01"),
     (with_threshold("threat", "under_13", "block", None), "thresholds.threat.under_13.block removed for a minor"),
     (with_bank_kind("allow"), "images.banks.known-bad turned from block into an allow bank"),
+    # Banks not listed are block banks: making one a review bank silences its blocks.
+    (with_bank_kind("review"), "images.banks.known-bad turned from a block bank into a review bank"),
+    (with_images(models={"nudity": {band: {"review": 0.0} for band in ("under_13", "13_15", "16_17", "adult")}}),
+     "images.models.nudity.under_13.review 0 is below the floor 0.01"),
+    (with_images(models={}), "images.models.nudity dropped"),
+    (with_images(distances={"phash": {"match": 6, "near": 10}, "pdq": {"match": 31, "near": 120}}),
+     "images.distances.pdq up to 120 bits matches unrelated images (at most 64 of 256)"),
+    (with_rules(lambda rules: rules[1:]), f"rules.{DOCUMENT['rules'][0]['id']} dropped"),
+    (with_rules(weakened), f"rules.{DOCUMENT['rules'][0]['id']} weakened from"),
 ])
 def test_a_policy_update_that_would_stop_or_flood_moderation_is_refused(doc, says):
     with pytest.raises(Rejected) as caught:
@@ -181,8 +207,8 @@ def test_a_policy_update_that_would_stop_or_flood_moderation_is_refused(doc, say
     assert caught.value.error_kind == "unprocessable" and says in caught.value.reason
 
 
-def test_an_adult_only_loosening_and_a_new_review_bank_are_accepted():
-    doc = with_bank_kind("review")
+def test_an_adult_only_loosening_and_a_stronger_rule_are_accepted():
+    doc = with_rules(lambda rules: [{**rules[0], "action": "review"}, *rules[1:]])
     doc["thresholds"]["toxicity"]["adult"]["warn"] = None
     assert apply_policy_update(POLICY, policy_update(doc)).version == "v2"
 

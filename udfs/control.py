@@ -30,7 +30,7 @@ from pydantic import ValidationError
 from lifeguard.config import ControlConfig
 from lifeguard.schemas import CONTROL_SCHEMAS, SCHEMA_VERSION, Action, AgeBand, HashBankUpdate, PolicyUpdate
 from udfs.parse import Rejected, explain, parse_record
-from udfs.image_policy import BankKind
+from udfs.image_policy import SIGNAL_BITS, BankKind
 from udfs.policy import Policy, decide, load_policy, model_signals, soften
 from udfs.rules import RuleMatcher
 from udfs.image_tier import BANK_SIGNAL_TYPES, Banks
@@ -113,30 +113,77 @@ def apply_policy_update(current: Policy, update: PolicyUpdate, guard: ControlCon
 
 
 def unsafe_change(current: Policy, new: Policy, guard: ControlConfig, recent: RecentScores) -> list[str]:
-    """What makes ``new`` unsafe to take from a topic: a category or a minor's action dropped (its messages
-    would never be acted on), a threshold under the floor (acting on everything), a bank turned into an
-    allow bank (silencing every bank's block), or a large change in the share of recent messages acted on.
-    Such a change is for the reviewed policy file and a redeploy, not for whoever can write the topic."""
+    """What makes ``new`` unsafe to take from a topic: a category, a rule or a minor's action dropped, or a
+    rule's action weakened (its messages would no longer be acted on); a text or image model threshold
+    under the floor (acting on everything); a bank made weaker (a block bank turned into a review bank,
+    any bank into an allow bank, which silences every bank's block); a hash distance wide enough to match
+    unrelated images; or a large change in the share of recent messages acted on. Such a change is for
+    the reviewed policy file and a redeploy, not for whoever can write the topic."""
     problems = [f"thresholds.{category} dropped" for category in current.thresholds if category not in new.thresholds]
     for category, bands in new.thresholds.items():
-        for band, limits in bands.items():
-            for action in ("warn", "review", "block"):
-                limit = getattr(limits, action)
-                if limit is not None and limit < guard.threshold_floor:
-                    problems.append(f"thresholds.{category}.{band.value}.{action} {limit:g} is below the floor "
-                                    f"{guard.threshold_floor:g}")
-                was = current.thresholds.get(category, {}).get(band)
-                if band.is_minor and limit is None and was is not None and getattr(was, action) is not None:
-                    problems.append(f"thresholds.{category}.{band.value}.{action} removed for a minor")
-    problems += [f"images.banks.{name} turned from {current.images.bank(name).kind.value} into an allow bank"
-                 for name, bank in new.images.banks.items()
-                 if bank.kind is BankKind.ALLOW and current.images.bank(name).kind is not BankKind.ALLOW]
+        problems += _threshold_problems(f"thresholds.{category}", bands, current.thresholds.get(category, {}),
+                                        ("warn", "review", "block"), guard)
+    for category, bands in new.images.models.items():
+        problems += _threshold_problems(f"images.models.{category}", bands, current.images.models.get(category, {}),
+                                        ("review", "block"), guard)
+    problems += [f"images.models.{category} dropped" for category in current.images.models
+                 if category not in new.images.models]
+    problems += _rule_problems(current, new)
+    problems += _bank_problems(current, new)
     if len(recent) >= guard.min_sample:
         (acted_now, blocked_now), (acted_new, blocked_new) = would_act(current, recent), would_act(new, recent)
         for what, now, then in (("acted on", acted_now, acted_new), ("blocked", blocked_now, blocked_new)):
             if abs(then - now) > guard.max_acted_share_change:
                 problems.append(f"it would have {what} {then:.1%} of the last {len(recent)} messages, against "
                                 f"{now:.1%} now (at most {guard.max_acted_share_change:.0%} change)")
+    return problems
+
+
+def _threshold_problems(where: str, bands: Mapping, was_bands: Mapping, actions: Sequence[str],
+                        guard: ControlConfig) -> list[str]:
+    problems = []
+    for band, limits in bands.items():
+        for action in actions:
+            limit = getattr(limits, action)
+            if limit is not None and limit < guard.threshold_floor:
+                problems.append(f"{where}.{band.value}.{action} {limit:g} is below the floor {guard.threshold_floor:g}")
+            was = was_bands.get(band)
+            if band.is_minor and limit is None and was is not None and getattr(was, action) is not None:
+                problems.append(f"{where}.{band.value}.{action} removed for a minor")
+    return problems
+
+
+def _rule_problems(current: Policy, new: Policy) -> list[str]:
+    rules = {rule.id: rule for rule in new.rules}
+    problems = []
+    for rule in current.rules:
+        if rule.id not in rules:
+            problems.append(f"rules.{rule.id} dropped")
+        elif rules[rule.id].action.severity < rule.action.severity:
+            problems.append(f"rules.{rule.id} weakened from {rule.action.value} to {rules[rule.id].action.value}")
+    return problems
+
+
+# A perceptual hash distance past a quarter of the hash's bits matches images that have nothing in common.
+MAX_DISTANCE_SHARE = 0.25
+
+
+def _bank_problems(current: Policy, new: Policy) -> list[str]:
+    problems = []
+    for name, bank in new.images.banks.items():
+        was = current.images.bank(name).kind
+        if bank.kind is BankKind.ALLOW and was is not BankKind.ALLOW:
+            problems.append(f"images.banks.{name} turned from {was.value} into an allow bank")
+        elif bank.kind is BankKind.REVIEW and was is BankKind.BLOCK:
+            problems.append(f"images.banks.{name} turned from a block bank into a review bank")
+    distances = [(f"images.distances.{signal}", signal, d) for signal, d in new.images.distances.items()]
+    distances += [(f"images.banks.{name}.distances.{signal}", signal, d)
+                  for name, bank in new.images.banks.items() for signal, d in bank.distances.items()]
+    for where, signal, limits in distances:
+        widest = int(SIGNAL_BITS[signal] * MAX_DISTANCE_SHARE)
+        if max(limits.match, limits.near) > widest:
+            problems.append(f"{where} up to {max(limits.match, limits.near)} bits matches unrelated images "
+                            f"(at most {widest} of {SIGNAL_BITS[signal]})")
     return problems
 
 
