@@ -36,7 +36,10 @@ CONTROL_STATE = MapStateDescriptor("control", Types.STRING(), Types.STRING())
 
 # A direct message where one side is a minor, on its way from screening to the conversation-risk step:
 # an OUTPUT_RECORD with this internal topic, the pair as key and a ConversationTurn (JSON) as value. The
-# routing SQL splits these off; no sink has this topic, so none reaches Kafka.
+# routing SQL splits these off; no sink has this topic, so none reaches Kafka. Not a side output: in thread
+# mode, PyFlink 2.3 routes what a KeyedBroadcastProcessFunction yields from on_timer (where ScreenBatch
+# flushes its batches) without its side-output step (fn_execution/datastream/embedded/operations.py,
+# KEYED_CO_BROADCAST_PROCESS), and a (tag, row) tuple there fails the task.
 CONVERSATION_TURNS = "__lifeguard_conversation_turns__"
 # A room's chat senders in one screened batch (key: the room, value: a JSON list of RoomSpeaker), on their way
 # to the room-meetings step, and the meetings it finds (key: the pair), on theirs to the conversation-risk step.
