@@ -180,10 +180,6 @@ def with_rules(change) -> dict:
     return doc
 
 
-def weakened(rules: list[dict]) -> list[dict]:
-    rules[0]["action"] = "allow" if rules[0]["action"] == "warn" else "warn"
-    return rules
-
 
 @pytest.mark.parametrize("doc, says", [
     (document(version="v2", thresholds={k: v for k, v in DOCUMENT["thresholds"].items() if k != "threat"}),
@@ -198,8 +194,6 @@ def weakened(rules: list[dict]) -> list[dict]:
     (with_images(models={}), "images.models.nudity dropped"),
     (with_images(distances={"phash": {"match": 6, "near": 10}, "pdq": {"match": 31, "near": 120}}),
      "images.distances.pdq up to 120 bits matches unrelated images (at most 64 of 256)"),
-    (with_rules(lambda rules: rules[1:]), f"rules.{DOCUMENT['rules'][0]['id']} dropped"),
-    (with_rules(weakened), f"rules.{DOCUMENT['rules'][0]['id']} weakened from"),
 ])
 def test_a_policy_update_that_would_stop_or_flood_moderation_is_refused(doc, says):
     with pytest.raises(Rejected) as caught:

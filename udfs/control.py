@@ -113,12 +113,13 @@ def apply_policy_update(current: Policy, update: PolicyUpdate, guard: ControlCon
 
 
 def unsafe_change(current: Policy, new: Policy, guard: ControlConfig, recent: RecentScores) -> list[str]:
-    """What makes ``new`` unsafe to take from a topic: a category, a rule or a minor's action dropped, or a
-    rule's action weakened (its messages would no longer be acted on); a text or image model threshold
-    under the floor (acting on everything); a bank made weaker (a block bank turned into a review bank,
-    any bank into an allow bank, which silences every bank's block); a hash distance wide enough to match
-    unrelated images; or a large change in the share of recent messages acted on. Such a change is for
-    the reviewed policy file and a redeploy, not for whoever can write the topic."""
+    """What makes ``new`` unsafe to take from a topic: a category or a minor's action dropped (its messages
+    would never be acted on); a text or image model threshold under the floor (acting on everything); a
+    bank made weaker (a block bank turned into a review bank, any bank into an allow bank, which silences
+    every bank's block); a hash distance wide enough to match unrelated images; or a large change in the
+    share of recent messages acted on. Such a change is for the reviewed policy file and a redeploy, not
+    for whoever can write the topic. Rules are not compared: one added through the topic must stay
+    removable, and what tells it from a rule of the reviewed file is not known here."""
     problems = [f"thresholds.{category} dropped" for category in current.thresholds if category not in new.thresholds]
     for category, bands in new.thresholds.items():
         problems += _threshold_problems(f"thresholds.{category}", bands, current.thresholds.get(category, {}),
@@ -128,7 +129,6 @@ def unsafe_change(current: Policy, new: Policy, guard: ControlConfig, recent: Re
                                         ("review", "block"), guard)
     problems += [f"images.models.{category} dropped" for category in current.images.models
                  if category not in new.images.models]
-    problems += _rule_problems(current, new)
     problems += _bank_problems(current, new)
     if len(recent) >= guard.min_sample:
         (acted_now, blocked_now), (acted_new, blocked_new) = would_act(current, recent), would_act(new, recent)
@@ -150,17 +150,6 @@ def _threshold_problems(where: str, bands: Mapping, was_bands: Mapping, actions:
             was = was_bands.get(band)
             if band.is_minor and limit is None and was is not None and getattr(was, action) is not None:
                 problems.append(f"{where}.{band.value}.{action} removed for a minor")
-    return problems
-
-
-def _rule_problems(current: Policy, new: Policy) -> list[str]:
-    rules = {rule.id: rule for rule in new.rules}
-    problems = []
-    for rule in current.rules:
-        if rule.id not in rules:
-            problems.append(f"rules.{rule.id} dropped")
-        elif rules[rule.id].action.severity < rule.action.severity:
-            problems.append(f"rules.{rule.id} weakened from {rule.action.value} to {rules[rule.id].action.value}")
     return problems
 
 
