@@ -56,7 +56,7 @@ from udfs.policy import Policy, load_policy
 from udfs.text_features import FeaturizerParams, vectorize
 from udfs.text_model import CATEGORIES, TextModel
 
-VERSION = "text-linear-3"
+VERSION = "text-linear-4"
 
 DEFAULT_BASE_RATES = PROJECT_ROOT / "models" / "chat_base_rates.yaml"
 DEFAULT_POLICY = PROJECT_ROOT / "flink-conf" / "policy.yaml"

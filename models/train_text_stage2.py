@@ -92,7 +92,7 @@ from udfs.sentence_encoder import (DEFAULT_TOKENIZER, DIMENSION, EMBEDDING_OUTPU
                                    pooled_encoder)
 from udfs.text_model import STAGE1_INPUT, TUNED_LOGITS, CascadeBounds, TextModel, masked_identity_terms, tuned_logits
 
-VERSION = "text-minilm-6"
+VERSION = "text-minilm-7"
 DEFAULT_STAGE1 = PROJECT_ROOT / "models" / "build" / "text_linear.onnx"
 DEFAULT_OUT = PROJECT_ROOT / "models" / "build" / "text_minilm.onnx"
 

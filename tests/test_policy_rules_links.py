@@ -11,17 +11,18 @@ from udfs.rules import RuleMatcher
 POLICY = load_policy(PROJECT_ROOT / "flink-conf/policy.yaml")
 
 
-@pytest.mark.parametrize("score, band, voice, action", [
-    (0.95, AgeBand.UNDER_13, False, Action.BLOCK),
-    (0.85, AgeBand.UNDER_13, False, Action.REVIEW),
-    (0.50, AgeBand.UNDER_13, False, None),          # game chat's floor put every toxicity threshold above it
-    (0.80, AgeBand.ADULT, False, None),
-    (0.95, AgeBand.ADULT, False, Action.REVIEW),   # adults: toxicity is never blocked by the model alone
-    (0.95, AgeBand.UNDER_13, True, None),          # voice: a +0.14 margin lifts every threshold to 1
-    (0.03, AgeBand.UNDER_13, False, None),
+@pytest.mark.parametrize("category, score, band, voice, action", [
+    ("toxicity", 0.95, AgeBand.UNDER_13, False, Action.BLOCK),
+    ("toxicity", 0.80, AgeBand.UNDER_13, False, Action.REVIEW),
+    ("toxicity", 0.50, AgeBand.UNDER_13, False, None),  # game chat's floor put every toxicity threshold above it
+    ("toxicity", 0.75, AgeBand.ADULT, False, None),
+    ("toxicity", 0.95, AgeBand.ADULT, False, Action.REVIEW),  # adults: toxicity is never blocked by the model alone
+    ("toxicity", 0.03, AgeBand.UNDER_13, False, None),
+    ("sexual_minors", 0.12, AgeBand.UNDER_13, False, Action.BLOCK),
+    ("sexual_minors", 0.12, AgeBand.UNDER_13, True, Action.REVIEW),  # voice: its +0.04 margin lifts the block
 ])
-def test_model_thresholds_per_band(score, band, voice, action):
-    signals = model_signals(POLICY, {"toxicity": score}, band, voice)
+def test_model_thresholds_per_band(category, score, band, voice, action):
+    signals = model_signals(POLICY, {category: score}, band, voice)
     assert [s.action for s in signals] == ([action] if action else [])
 
 

@@ -25,8 +25,9 @@ class ScoreCache:
 
     def score_and_embed(self, texts: Sequence[str], minor_involved: Sequence[bool],
                         embedding_wanted: Sequence[bool]) -> ScoredTexts:
-        """As the model's. A row whose embedding is wanted always goes to the model (embeddings are not
-        kept); its scores are kept like any other row's. Repeats within the batch run once."""
+        """As the model's, but embeddings only for the rows where one is wanted: such a row always goes to the
+        model (embeddings are not kept), and its scores are kept like any other row's. Repeats within the
+        batch run once."""
         keys = [(text, bool(minor)) for text, minor in zip(texts, minor_involved)]
         scores: list[Mapping[str, float] | None] = [None] * len(texts)
         to_run: dict[tuple[str, bool], int] = {}  # key -> row of the model's batch

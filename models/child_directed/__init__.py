@@ -5,7 +5,7 @@ so the sets below were written for the purpose, each by an author who never saw 
 | file | rows | used for |
 |---|---|---|
 | `train_seeds.jsonl` | plain seed messages per kind | training, after `augment` (this module) |
-| `train_more_a.jsonl`, `train_more_b.jsonl` | messages as chat writes them: subtle ones, mid-conversation ones | training as written (val where `split_of` says val) |
+| `train_more_a.jsonl` … `train_more_c.jsonl` | messages as chat writes them: subtle ones, mid-conversation ones, the weak kinds and game look-alikes again | training as written (val where `split_of` says val) |
 | `val_set.jsonl` | messages as chat writes them | calibration, the stack, thresholds, choices |
 | `test_set.jsonl` | messages as chat writes them, with an age pair | reporting only (`make evaluate`, the demo) |
 
@@ -15,7 +15,7 @@ model's categories (`udfs.text_model.CATEGORIES`): sexual approaches and the gro
 meeting, secrecy, gifts for something) are ``sexual_minors``; personal information, moving to another app
 and account requests ``pii``; threats of real violence ``threat``; bullying ``toxicity``; self-harm
 ``self_harm``. Benign kinds (game violence, meeting places in a game, trades, game houses, school games,
-screenshots, friendly talk, banter, support) are negatives for every category: the hard negatives
+screenshots, friendly talk, banter, support, pretend play) are negatives for every category: the hard negatives
 that keep game talk from being acted on.
 """
 from __future__ import annotations
@@ -30,8 +30,8 @@ from typing import Mapping
 
 FOLDER = Path(__file__).resolve().parent
 TRAIN_SEEDS, VAL_SET, TEST_SET = (FOLDER / name for name in ("train_seeds.jsonl", "val_set.jsonl", "test_set.jsonl"))
-# Messages written as chat writes them, by two more authors, for training (and val where split_of says val).
-TRAIN_MORE = (FOLDER / "train_more_a.jsonl", FOLDER / "train_more_b.jsonl")
+# Messages written as chat writes them, by three more authors, for training (and val where split_of says val).
+TRAIN_MORE = tuple(FOLDER / f"train_more_{author}.jsonl" for author in "abc")
 PAIRS = ("adult_to_child", "teen_to_child", "child_to_child")
 
 # Harmful kind -> the model categories it is a positive of.
