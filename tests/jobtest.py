@@ -17,9 +17,9 @@ from conftest import isolated_environ
 from features.feast_store import apply_definitions, load_profiles, open_store
 from lifeguard.profiles import UserProfile
 from tools import kafka_io, local
-from lifeguard.config import KafkaConfig, load_config
+from lifeguard.config import KafkaConfig, LifeguardConfig, load_config
 from tools.demo import write_image_banks
-from tools.jobrunner import JobProcess, running_job
+from tools.jobrunner import running_job
 from lifeguard.schemas import AgeBand
 
 SEED = 11
@@ -97,10 +97,9 @@ class Job:
         return by_kind
 
 
-@contextmanager
-def started_job(tmp_path: Path, **overrides: str) -> Iterator["Job"]:
-    """A moderation job with its own topics, Feast project and image banks, once it has decided a warm-up
-    message (`wait_until_ready`)."""
+def prepared_run(tmp_path: Path, **overrides: str) -> tuple[dict[str, str], LifeguardConfig]:
+    """Config overrides for a moderation job with its own topics, Feast project (holding the known users)
+    and image banks, and the config they give."""
     environ = isolated_environ(tmp_path, **overrides)
     cfg = load_config(environ=environ)
     local.create_topics(cfg)
@@ -108,24 +107,35 @@ def started_job(tmp_path: Path, **overrides: str) -> Iterator["Job"]:
     apply_definitions(cfg, store)
     load_profiles(cfg, store, [KID, KID_FRIEND, ADULT, TEEN])
     write_image_banks(cfg, SEED)
+    return environ, cfg
+
+
+@contextmanager
+def started_job(tmp_path: Path, **overrides: str) -> Iterator["Job"]:
+    """A moderation job on the MiniCluster (`prepared_run`), once it has decided a warm-up message
+    (`wait_until_ready`)."""
+    environ, cfg = prepared_run(tmp_path, **overrides)
     with running_job("moderation_job.py", environ, tmp_path / "job.log", free_port()) as running:
         job = Job(cfg, running)
-
-        def send_warm_up() -> str:
-            warm_up = chat("adult", "warming up", room="lobby")
-            job.produce([("chat", warm_up)])
-            return warm_up["event_id"]
-
-        wait_until_ready(running, send_warm_up, cfg.kafka, cfg.kafka.topics.decisions, "event_id")
+        wait_until_ready(lambda: send_warm_up(job), cfg.kafka, cfg.kafka.topics.decisions, "event_id",
+                         lambda: f"{running.diagnosis()}\n{running.log_tail()}")
         yield job
 
 
-def wait_until_ready(running: JobProcess, send_warm_up: Callable[[], str], kafka: KafkaConfig,
-                     answer_topic: str, answer_field: str) -> set[str]:
+def send_warm_up(job: "Job") -> str:
+    """A room message that any running moderation job decides; its event id."""
+    warm_up = chat("adult", "warming up", room="lobby")
+    job.produce([("chat", warm_up)])
+    return warm_up["event_id"]
+
+
+def wait_until_ready(send_warm_up: Callable[[], str], kafka: KafkaConfig, answer_topic: str, answer_field: str,
+                     diagnosis: Callable[[], str]) -> set[str]:
     """Flink reports a job RUNNING before its Python operators are up, which on a busy two-core machine can
     take minutes, so tests time their own records from a job that has answered a warm-up record. One is
     sent (`send_warm_up` returns its id) every WARM_UP_EVERY_S until a record on `answer_topic` carries one
-    of the ids in `answer_field`, so that readiness does not rest on a single record. Returns the ids sent."""
+    of the ids in `answer_field`, so that readiness does not rest on a single record. Returns the ids sent;
+    a job that answers none in READY_TIMEOUT_S fails with its `diagnosis`."""
     deadline = time.monotonic() + READY_TIMEOUT_S
     sent: set[str] = set()
 
@@ -138,7 +148,7 @@ def wait_until_ready(running: JobProcess, send_warm_up: Callable[[], str], kafka
             return sent
         if time.monotonic() > deadline:
             raise RuntimeError(f"the job answered none of {len(sent)} warm-up records within {READY_TIMEOUT_S}s:\n"
-                               f"{running.diagnosis()}\n{running.log_tail()}")
+                               f"{diagnosis()}")
 
 
 def decisions_by_id(outputs) -> dict[str, dict]:

@@ -121,7 +121,8 @@ def run(services, tmp_path_factory):
             producer.flush()
             return base64.b64encode(value).decode()
 
-        warm_ups = wait_until_ready(job, send_warm_up, cfg.kafka, topics.dead_letter, "original_b64")
+        warm_ups = wait_until_ready(send_warm_up, cfg.kafka, topics.dead_letter, "original_b64",
+                                    lambda: f"{job.diagnosis()}\n{job.log_tail()}")
 
         # Every partition active before the burst: an idle one would not hold the event time back, and its
         # records, read a moment after the others', would be late.

