@@ -43,8 +43,6 @@ DEFAULT_RULE_SIGNALS: dict[str, RuleSignal] = {
     "model:sexual": RuleSignal("sexual_model", "the text model flags sexual content", 0.4),
     "model:pii": RuleSignal("pii_model", "the text model flags a request for personal information or another app",
                             0.5),
-
-
 }
 
 
