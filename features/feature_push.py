@@ -90,7 +90,7 @@ class FeaturePusher:
     def pending_entries(self, keys: Iterable[str] | None = None) -> dict[str, str]:
         """The rows waiting (only those of `keys`, if given), as key -> JSON: what a checkpoint keeps."""
         chosen = self._waiting if keys is None else {
-            key: self._waiting[key] for key in (tuple(k.split(_SEPARATOR)) for k in keys) if key in self._waiting}
+            key: self._waiting[key] for key in (tuple(json.loads(k)) for k in keys) if key in self._waiting}
         return {_entry_key(key): json.dumps({"view": key[0], "row": asdict(row)}) for key, row in chosen.items()}
 
     def restore(self, entries: Iterable[str]) -> None:
@@ -136,8 +136,5 @@ class FeaturePusher:
         return pushed
 
 
-_SEPARATOR = "\x1f"  # no view name, user id or day holds it
-
-
 def _entry_key(key: tuple[str, str, str]) -> str:
-    return _SEPARATOR.join(key)
+    return json.dumps(key)  # any user id, whatever characters it holds, reads back as itself

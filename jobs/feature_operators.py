@@ -329,7 +329,7 @@ class PushFeatures(KeyedProcessFunction):
             "feast_push_failures": lambda: self._pusher.failures})
 
     def process_element(self, row, ctx):
-        self._restore(ctx)
+        self._restore(ctx, timer_firing=False)
         view = PUSH_VIEWS[row["kind"].removeprefix("push:")]
         waiting = self._pusher.waiting
         key = self._pusher.add(view.view, view.row_type(**json.loads(row["payload"])))
@@ -342,7 +342,7 @@ class PushFeatures(KeyedProcessFunction):
         yield from ()
 
     def on_timer(self, timestamp, ctx):
-        self._restore(ctx)
+        self._restore(ctx, timer_firing=True)
         if self._pusher.waiting:
             self._flush()
         if self._pusher.waiting:  # a failed push: try again later
@@ -360,9 +360,9 @@ class PushFeatures(KeyedProcessFunction):
             self._pending.remove(key)
         self._mirrored -= gone
 
-    def _restore(self, ctx) -> None:
+    def _restore(self, ctx, timer_firing: bool) -> None:
         """On the first element or timer after a start: the rows the last checkpoint held go back in the
-        queue, with a timer to push them."""
+        queue, with a timer to push them (unless a timer is firing now: it pushes them, and retries)."""
         if self._restored:
             return
         self._restored = True
@@ -370,5 +370,6 @@ class PushFeatures(KeyedProcessFunction):
         if entries:
             self._pusher.restore(entries.values())
             self._mirrored = set(entries)
-            self._flush_later(ctx, ctx.timer_service().current_processing_time())
+            if not timer_firing:
+                self._flush_later(ctx, ctx.timer_service().current_processing_time())
 

@@ -214,7 +214,7 @@ class ModelConfig(_Section):
     # Image hash banks loaded at start: JSON lines {"bank", "signal_type", "hash"}; absent: empty banks.
     image_banks: Path = Path(".lifeguard/image_banks.jsonl")
     # Texts whose scores the screening keeps (udfs.score_cache), per screening instance: repeated chat
-    # ("gg", "lol") is scored once. About 0.6 KB a text; 0 turns the cache off.
+    # ("gg", "lol") is scored once. Keyed by a digest (no text kept): about 0.6 KB a text; 0 turns it off.
     score_cache_size: int = Field(20_000, ge=0)
 
 

@@ -67,15 +67,17 @@ def cluster_job(services, tmp_path):
     environ, cfg = prepared_run(tmp_path, LIFEGUARD_RUNTIME_DIR=str(runtime),
                                 LIFEGUARD_JOB__CHECKPOINT_INTERVAL_MS=str(CHECKPOINT_MS),
                                 LIFEGUARD_JOB__WEB_UI_PORT=str(free_port()))
-    local.cluster(cfg, "start", CLUSTER_SETTINGS | {"jobmanager": {"rpc": {"port": free_port()}}})
     try:
+        local.cluster(cfg, "start", CLUSTER_SETTINGS | {"jobmanager": {"rpc": {"port": free_port()}}})
         job = ClusterJob(cfg, local.submit_job(cfg, environ))
         wait_until_ready(lambda: send_warm_up(job), cfg.kafka, cfg.kafka.topics.decisions, "event_id", job.diagnosis)
         yield job
     finally:
-        local.cluster(cfg, "stop")
-        for pid in local.taskmanager_pids(cfg):  # a TaskManager started after the kill, if stop missed it
-            os.kill(pid, signal.SIGKILL)
+        try:
+            local.cluster(cfg, "stop")
+        finally:  # whatever the stop script managed: no TaskManager of this test outlives it
+            for pid in local.taskmanager_pids(cfg):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_a_taskmanager_killed_mid_stream_loses_no_input_and_keeps_the_conversations(cluster_job):

@@ -109,7 +109,7 @@ def test_analyst_queries(store):
 def test_rows_waiting_for_a_push_survive_a_restart_through_their_state_entries():
     before = FeaturePusher(RecordingStore(), batch_rows=100, interval_ms=1000)
     before.add("child_daily", DayTotals("kid", "2026-01-01", 40, 5, 1, 0, 40 * MIN))
-    key = before.add("user_behaviour", behaviour("adult", 0, 0.5, 0.1))
+    key = before.add("user_behaviour", behaviour("ad\x1fult|", 0, 0.5, 0.1))  # any character an id may hold
     entries = before.pending_entries()  # what the checkpoint holds
     assert set(before.pending_entries([key])) == {key} and len(entries) == 2
     store = RecordingStore()

@@ -1,4 +1,4 @@
-"""The embedded default for local runs: a Kafka-protocol broker, if none answers a Redis server, and a
+"""The embedded default for local runs: a Kafka-protocol broker; a Redis server when none answers; and a
 one-machine standalone Flink cluster from the wheel.
 
 Nothing here is used when the configuration points at a real Kafka cluster and a real Redis: the job
@@ -268,18 +268,18 @@ def start_taskmanager(cfg: LifeguardConfig) -> None:
 
 
 def taskmanager_pids(cfg: LifeguardConfig) -> list[int]:
-    """The TaskManagers the cluster's scripts started that are still alive."""
+    """The TaskManagers the cluster's scripts started that are still alive (a pid the file still lists
+    after its process died, and that another process now has, is not one)."""
     # The scripts name the file after $USER, which may be unset: flink--taskexecutor.pid.
     pid_files = (cfg.path(cfg.runtime_dir) / "flink-pids").glob("flink-*-taskexecutor.pid")
     pids = [int(line) for pid_file in pid_files for line in pid_file.read_text().split()]
-    return [pid for pid in pids if _alive(pid)]
+    return [pid for pid in pids if _is_taskmanager(pid)]
 
 
-def _alive(pid: int) -> bool:
+def _is_taskmanager(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
+        return b"TaskManagerRunner" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # gone, or not ours to read
         return False
 
 

@@ -15,9 +15,10 @@ rebuilds the copy after a failure.
   restore does no harm. A disabled bank keeps its hashes and matches nothing until enabled again.
 
 Anyone who can write a control topic steers every decision, so an update that is valid but unsafe is
-refused as well (``unsafe_change``: a category or a minor's action dropped, a threshold under the floor, a
-bank turned into an allow bank, a large change in the share of recent messages acted on), and a bank's
-growth is bounded (``ControlConfig``).
+refused as well (``unsafe_change``: a category or a minor's action dropped, a text or image model threshold
+under the floor, a bank made weaker, a hash distance wide enough to match anything, rooms judged for an
+older audience, a band's parents no longer alerted, a large change in the share of recent messages acted
+on), and a bank's growth is bounded (``ControlConfig``).
 """
 from __future__ import annotations
 
@@ -117,7 +118,8 @@ def unsafe_change(current: Policy, new: Policy, guard: ControlConfig, recent: Re
     would never be acted on); a text or image model threshold under the floor (acting on everything); a
     bank made weaker (a block bank turned into a review bank, any bank into an allow bank, which silences
     every bank's block); a hash distance wide enough to match unrelated images; or a large change in the
-    share of recent messages acted on. Such a change is for the reviewed policy file and a redeploy, not
+    share of recent messages acted on; rooms judged as for an older audience, or a band's parents no longer
+    alerted. Such a change is for the reviewed policy file and a redeploy, not
     for whoever can write the topic. Rules are not compared: one added through the topic must stay
     removable, and what tells it from a rule of the reviewed file is not known here."""
     problems = [f"thresholds.{category} dropped" for category in current.thresholds if category not in new.thresholds]
@@ -130,6 +132,11 @@ def unsafe_change(current: Policy, new: Policy, guard: ControlConfig, recent: Re
     problems += [f"images.models.{category} dropped" for category in current.images.models
                  if category not in new.images.models]
     problems += _bank_problems(current, new)
+    # Neither shows in the share check, which replays the bands recorded at screening time.
+    if new.room_audience is not AgeBand.younger(current.room_audience, new.room_audience):
+        problems.append(f"room_audience raised from {current.room_audience.value} to {new.room_audience.value}")
+    problems += [f"alert_bands no longer alert the parents of {band.value}"
+                 for band in current.alert_bands if band not in new.alert_bands]
     if len(recent) >= guard.min_sample:
         (acted_now, blocked_now), (acted_new, blocked_new) = would_act(current, recent), would_act(new, recent)
         for what, now, then in (("acted on", acted_now, acted_new), ("blocked", blocked_now, blocked_new)):

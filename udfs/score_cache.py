@@ -3,11 +3,13 @@ model scored spares it a second run. It keeps scores only, never decisions: a de
 parties (age bands, contact settings, behaviour), and the policy applies them to the cached scores afresh.
 
 A text's scores depend on the text as written (stage 1 and the frozen encoder read it before any
-normalisation) and on whether a minor is involved (which moves the cascade's bounds), so both are the key.
-The uncached model is the reference this agrees with (tests/test_text_model.py).
+normalisation) and on whether a minor is involved (which moves the cascade's bounds), so both are the key:
+the text as a 16-byte digest, so the cache keeps no message text and its size does not grow with long
+messages. The uncached model is the reference this agrees with (tests/test_text_model.py).
 """
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from typing import Mapping, Sequence
 
@@ -19,7 +21,7 @@ class ScoreCache:
 
     def __init__(self, model: TextModel, size: int):
         self.model, self.size = model, size
-        self._scores: OrderedDict[tuple[str, bool], Mapping[str, float]] = OrderedDict()
+        self._scores: OrderedDict[tuple[bytes, bool], Mapping[str, float]] = OrderedDict()
         self.lookups = 0  # rows that could be answered from the cache
         self.hits = 0
 
@@ -28,9 +30,9 @@ class ScoreCache:
         """As the model's, but embeddings only for the rows where one is wanted: such a row always goes to the
         model (embeddings are not kept), and its scores are kept like any other row's. Repeats within the
         batch run once."""
-        keys = [(text, bool(minor)) for text, minor in zip(texts, minor_involved)]
+        keys = [(_digest(text), bool(minor)) for text, minor in zip(texts, minor_involved)]
         scores: list[Mapping[str, float] | None] = [None] * len(texts)
-        to_run: dict[tuple[str, bool], int] = {}  # key -> row of the model's batch
+        to_run: dict[tuple[bytes, bool], int] = {}  # key -> row of the model's batch
         rows: list[int] = []  # the rows sent to the model, in its batch's order
         for i, key in enumerate(keys):
             if embedding_wanted[i]:
@@ -55,16 +57,20 @@ class ScoreCache:
                 self.hits += 1
         return ScoredTexts(scores, embeddings)
 
-    def _get(self, key: tuple[str, bool]) -> Mapping[str, float] | None:
+    def _get(self, key: tuple[bytes, bool]) -> Mapping[str, float] | None:
         found = self._scores.get(key)
         if found is not None:
             self._scores.move_to_end(key)
         return found
 
-    def _put(self, key: tuple[str, bool], scores: Mapping[str, float]) -> None:
+    def _put(self, key: tuple[bytes, bool], scores: Mapping[str, float]) -> None:
         if self.size <= 0:
             return
         self._scores[key] = scores
         self._scores.move_to_end(key)
         while len(self._scores) > self.size:
             self._scores.popitem(last=False)
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()

@@ -238,7 +238,8 @@ class Screener:
             notes += (tightening.reason,)
         verdict = decide(signals, notes + fallback_notes(item))
         # People read these (reviewers, parents, `lifeguard tail`): a number a rule quotes is masked.
-        verdict = replace(verdict, reasons=tuple(map(redact, verdict.reasons)))
+        verdict = replace(verdict, reasons=tuple(map(redact, verdict.reasons)),
+                          signals=tuple(replace(s, reason=redact(s.reason)) for s in verdict.signals))
         decision = Decision(
             event_id=event.event_id, user_id=event.user_id,
             kind="chat" if isinstance(event, ChatMessage) else "upload", action=verdict.action,

@@ -24,7 +24,7 @@ GROOMING, BENIGN = "grooming", "benign"
 
 @dataclass(frozen=True)
 class RuleSignal:
-    """What a Screener reason (``rule:<id>`` or ``model:<category>``) means for a conversation."""
+    """What a signal's source (``rule:<id>`` or ``model:<category>``) means for a conversation."""
 
     name: str
     words: str

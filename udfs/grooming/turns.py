@@ -26,7 +26,7 @@ class MessageSignals:
     contrast: float
     stage: str  # the nearest grooming example's stage, "" when the bank score is under the floor
     synthetic_match: bool  # the nearest grooming example is a synthetic one
-    flags: tuple[str, ...]  # keys of rule_signals present in the decision's reasons
+    flags: tuple[str, ...]  # keys of rule_signals among the sources of the message's signals
     late_night: bool
 
     def evidence(self, settings: GroomingSettings) -> float:
