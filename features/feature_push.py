@@ -93,6 +93,10 @@ class FeaturePusher:
             key: self._waiting[key] for key in (tuple(json.loads(k)) for k in keys) if key in self._waiting}
         return {_entry_key(key): json.dumps({"view": key[0], "row": asdict(row)}) for key, row in chosen.items()}
 
+    def pending_keys(self) -> set[str]:
+        """The keys of the rows waiting, as ``add`` and ``pending_entries`` give them."""
+        return {_entry_key(key) for key in self._waiting}
+
     def restore(self, entries: Iterable[str]) -> None:
         """Queues again the rows of ``pending_entries`` values (after a restart from a checkpoint)."""
         for entry in entries:

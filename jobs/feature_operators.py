@@ -322,7 +322,6 @@ class PushFeatures(KeyedProcessFunction):
         self._pusher = FeaturePusher(open_store(self._cfg), self._settings.push_batch_rows,
                                      self._settings.push_interval_ms)
         self._pending = runtime_context.get_map_state(MapStateDescriptor("pending_rows", Types.STRING(), Types.STRING()))
-        self._mirrored: set[str] = set()  # the keys in self._pending
         self._restored = False
         self._counts = CountersOf(runtime_context.get_metrics_group(), {
             "feast_pushes": lambda: self._pusher.pushes, "feast_rows_pushed": lambda: self._pusher.rows_pushed,
@@ -334,7 +333,6 @@ class PushFeatures(KeyedProcessFunction):
         waiting = self._pusher.waiting
         key = self._pusher.add(view.view, view.row_type(**json.loads(row["payload"])))
         self._pending.put_all(self._pusher.pending_entries([key]))
-        self._mirrored.add(key)
         if waiting == 0:
             self._flush_later(ctx, ctx.timer_service().current_processing_time())
         if self._pusher.due():
@@ -353,12 +351,12 @@ class PushFeatures(KeyedProcessFunction):
         ctx.timer_service().register_processing_time_timer(now_ms + self._settings.push_interval_ms)
 
     def _flush(self) -> None:
+        """Pushes what waits; the rows pushed (or dropped past the bound) leave the state too."""
+        waiting = self._pusher.pending_keys()
         self._pusher.flush()
         self._counts.update()
-        gone = self._mirrored - set(self._pusher.pending_entries())
-        for key in gone:
+        for key in waiting - self._pusher.pending_keys():
             self._pending.remove(key)
-        self._mirrored -= gone
 
     def _restore(self, ctx, timer_firing: bool) -> None:
         """On the first element or timer after a start: the rows the last checkpoint held go back in the
@@ -369,7 +367,6 @@ class PushFeatures(KeyedProcessFunction):
         entries = dict(self._pending.items())
         if entries:
             self._pusher.restore(entries.values())
-            self._mirrored = set(entries)
             if not timer_firing:
                 self._flush_later(ctx, ctx.timer_service().current_processing_time())
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -209,12 +210,16 @@ def _deep_merge(base: dict, override: dict) -> dict:
     return merged
 
 
+def _conf_dir(cfg: LifeguardConfig) -> Path:
+    """Where ``cluster_conf_dir`` writes the cluster's configuration, which every later script call reads."""
+    return cfg.path(cfg.runtime_dir) / "flink-conf"
+
+
 def cluster_conf_dir(cfg: LifeguardConfig, overrides: Mapping[str, Any] | None = None) -> Path:
     """The wheel's conf dir (logging, Java 17 options) with flink-conf/config.yaml merged on top, then the
     web UI port of `cfg`, the daemons' pid and log folders under the runtime dir (so two clusters on one
     machine keep theirs apart), and `overrides` (nested, as in config.yaml)."""
-    runtime = cfg.path(cfg.runtime_dir)
-    target = runtime / "flink-conf"
+    runtime, target = cfg.path(cfg.runtime_dir), _conf_dir(cfg)
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(flink_home() / "conf", target)
     ours = yaml.safe_load((cfg.path(cfg.flink_conf_dir) / "config.yaml").read_text())
@@ -235,11 +240,15 @@ def cluster_conf_dir(cfg: LifeguardConfig, overrides: Mapping[str, Any] | None =
 JOB_FOLDERS = ("lifeguard", "jobs", "udfs", "features", "models", "feature_repo", "flink-conf")
 
 
+def _flink_run(job: str, *options: str) -> list[str]:
+    """`flink run` of `job` with the project's folders and this virtualenv's Python on the TaskManagers."""
+    return [str(flink_home() / "bin" / "flink"), "run", *options, "-py", job, "-pyfs", ",".join(JOB_FOLDERS),
+            "-pyexec", sys.executable]
+
+
 def submit_command(conf_dir: Path, job: str = "jobs/moderation_job.py") -> str:
-    """The `flink run` line that submits `job` to the cluster configured in `conf_dir`, with this
-    virtualenv's Python on the TaskManagers."""
-    return (f"FLINK_CONF_DIR={conf_dir} {flink_home()}/bin/flink run -py {job} -pyfs {','.join(JOB_FOLDERS)} "
-            f"-pyexec {sys.executable}")
+    """The shell line that submits `job` to the cluster configured in `conf_dir`."""
+    return f"FLINK_CONF_DIR={conf_dir} {shlex.join(_flink_run(job))}"
 
 
 def _daemon_env(conf_dir: Path) -> dict[str, str]:
@@ -250,7 +259,7 @@ def _daemon_env(conf_dir: Path) -> dict[str, str]:
 
 def cluster(cfg: LifeguardConfig, action: str, overrides: Mapping[str, Any] | None = None) -> str:
     """Starts or stops a one-machine standalone cluster (a JobManager and a TaskManager)."""
-    conf_dir = cluster_conf_dir(cfg, overrides) if action == "start" else cfg.path(cfg.runtime_dir) / "flink-conf"
+    conf_dir = cluster_conf_dir(cfg, overrides) if action == "start" else _conf_dir(cfg)
     script = flink_home() / "bin" / ("start-cluster.sh" if action == "start" else "stop-cluster.sh")
     subprocess.run([str(script)], env=_daemon_env(conf_dir), check=True, stdout=subprocess.DEVNULL)
     if action == "start":
@@ -262,9 +271,8 @@ def cluster(cfg: LifeguardConfig, action: str, overrides: Mapping[str, Any] | No
 
 def start_taskmanager(cfg: LifeguardConfig) -> None:
     """One more TaskManager for the running cluster (after one was lost, say)."""
-    conf_dir = cfg.path(cfg.runtime_dir) / "flink-conf"
-    subprocess.run([str(flink_home() / "bin" / "taskmanager.sh"), "start"], env=_daemon_env(conf_dir), check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run([str(flink_home() / "bin" / "taskmanager.sh"), "start"], env=_daemon_env(_conf_dir(cfg)),
+                   check=True, stdout=subprocess.DEVNULL)
 
 
 def taskmanager_pids(cfg: LifeguardConfig) -> list[int]:
@@ -285,11 +293,8 @@ def _is_taskmanager(pid: int) -> bool:
 
 def submit_job(cfg: LifeguardConfig, environ: Mapping[str, str], job: str = "jobs/moderation_job.py") -> str:
     """Submits `job` to the running cluster, detached, with `environ`'s Lifeguard settings; its job id."""
-    conf_dir = cfg.path(cfg.runtime_dir) / "flink-conf"
-    argv = [str(flink_home() / "bin" / "flink"), "run", "-d", "-py", job, "-pyfs", ",".join(JOB_FOLDERS),
-            "-pyexec", sys.executable]
-    done = subprocess.run(argv, cwd=PROJECT_ROOT, env={**_daemon_env(conf_dir), **environ}, capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run(_flink_run(job, "-d"), cwd=PROJECT_ROOT, env={**_daemon_env(_conf_dir(cfg)), **environ},
+                          capture_output=True, text=True, timeout=600)
     found = re.search(r"JobID ([0-9a-f]{32})", done.stdout)
     if done.returncode or not found:
         raise LocalRunError(f"flink run {job} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")

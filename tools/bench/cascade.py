@@ -53,11 +53,12 @@ def _messages_per_s(model: TextModel | ScoreCache, texts: Sequence[str], minors:
     return len(texts) / (time.perf_counter() - started)
 
 
-def _escalated_share(model: TextModel, texts: Sequence[str], minors: Sequence[bool], batch: int) -> float:
-    model.scored = model.escalated = 0
+def _escalated(model: TextModel, texts: Sequence[str], minors: Sequence[bool], batch: int) -> int:
+    """How many of `texts` the cascade sends to stage 2, scored in batches as the job scores them."""
+    before = model.escalated
     for start in range(0, len(texts), batch):
         model.score_batch(texts[start:start + batch], minors[start:start + batch])
-    return model.escalated / max(model.scored, 1)
+    return model.escalated - before
 
 
 def run_bench_cascade(cfg: LifeguardConfig, seconds: float, batch: int) -> str:
@@ -66,13 +67,14 @@ def run_bench_cascade(cfg: LifeguardConfig, seconds: float, batch: int) -> str:
     stage1 = TextModel.load(cfg.path(models.text_model), prefer_gpu=models.prefer_gpu)
     cascade = TextModel.load(cfg.path(models.text_model), prefer_gpu=models.prefer_gpu,
                              second_stage=cfg.path(models.text_second_stage), tokenizer=cfg.path(models.text_tokenizer))
-    minor_rows = [i for i, m in enumerate(minors) if m]
-    adult_rows = [i for i, m in enumerate(minors) if not m]
-    shares = []
-    for label, rows in (("all chat", range(len(texts))), ("minor involved", minor_rows), ("between adults", adult_rows)):
-        subset = [texts[i] for i in rows]
-        share = _escalated_share(cascade, subset, [minors[i] for i in rows], batch) if subset else float("nan")
-        shares.append([label, len(subset), f"{share:.1%}"])
+    escalated = {}  # minor involved -> (messages, sent to stage 2)
+    for minor in (True, False):
+        subset = [text for text, m in zip(texts, minors) if m is minor]
+        escalated[minor] = (len(subset), _escalated(cascade, subset, [minor] * len(subset), batch))
+    everything = tuple(map(sum, zip(*escalated.values())))
+    shares = [[label, count, f"{sent / count:.1%}" if count else "-"]
+              for label, (count, sent) in (("all chat", everything), ("minor involved", escalated[True]),
+                                           ("between adults", escalated[False]))]
     speeds = [[name, f"{_messages_per_s(model, texts, minors, batch):,.0f}"]
               for name, model in (("stage 1 alone (baseline)", stage1), (f"cascade {cascade.version}", cascade))]
     # The cascade underneath has just run: no warm-up, so the cache starts empty for one pass over the chat.
