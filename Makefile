@@ -57,6 +57,7 @@ evaluate: models
 services: install
 	$(LG) broker start
 	$(LG) redis
+	$(LG) review database
 
 demo: models services
 	$(LG) demo
@@ -69,4 +70,5 @@ bench: models services
 
 clean:
 	-$(LG) broker stop
+	-$(LG) review stop-database
 	rm -rf models/build .lifeguard feature_repo/data

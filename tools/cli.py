@@ -30,6 +30,45 @@ def _redis(cfg: LifeguardConfig, args) -> None:
     print(local.redis_ensure(cfg))
 
 
+def _review(cfg: LifeguardConfig, args) -> None:
+    from review.schema import prepare_database
+    from review.store import ReviewStore
+    from tools import local
+
+    if args.action == "database":
+        print(local.postgres_ensure(cfg))
+    elif args.action == "stop-database":
+        print(local.postgres_stop(cfg))
+    elif args.action == "migrate":
+        created, applied = prepare_database(cfg.review)
+        print(f"{'created' if created else 'found'} database {cfg.review.database} on {cfg.review.address}; "
+              f"applied {', '.join(f'{m.version:04d}_{m.name}' for m in applied) or 'nothing (up to date)'}")
+    elif args.action == "consume":
+        from review.consumer import ReviewConsumer
+
+        deadline = time.monotonic() + args.seconds if args.seconds else None
+        counts = ReviewConsumer(cfg).run(lambda: deadline is not None and time.monotonic() > deadline)
+        print(json.dumps({k: v for k, v in vars(counts).items() if k != "errors"} | {"errors": counts.errors[-5:]}))
+    elif args.action == "claim":
+        item = ReviewStore.connect(cfg.review).claim_next(args.reviewer, senior=args.senior)
+        print("nothing waits for review" if item is None else item.model_dump_json(indent=2))
+    elif args.event_id is None:
+        raise SystemExit(f"lifeguard review {args.action}: name the claimed item's EVENT_ID")
+    else:
+        print(ReviewStore.connect(cfg.review).decide(args.event_id, args.reviewer, args.action, args.category,
+                                                     args.note).model_dump_json())
+
+
+def _audit(cfg: LifeguardConfig, args) -> None:
+    from review.store import ReviewStore
+
+    entries = ReviewStore.connect(cfg.review).history(args.event_id)
+    if not entries:
+        print(f"the audit log holds nothing on {args.event_id}")
+    for entry in entries:
+        print(f"{entry.at.isoformat(timespec='milliseconds')}  {entry.actor}: {entry.action}  {json.dumps(entry.detail)}")
+
+
 def _jars(cfg: LifeguardConfig, args) -> None:
     from jobs.jars import fetch_jars
 
@@ -142,6 +181,22 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("action", choices=["start", "stop"])
     s.set_defaults(run=_cluster)
     sub.add_parser("redis", help="use the configured Redis, or start a local one").set_defaults(run=_redis)
+    s = sub.add_parser("review", help="the review store (PostgreSQL): start, migrate, consume, claim and decide")
+    s.add_argument("action", choices=["database", "stop-database", "migrate", "consume", "claim", "confirm", "overturn", "escalate"],
+                   help="database: use the configured PostgreSQL or start an embedded one (stop-database stops "
+                        "it); migrate: create the "
+                        "database and apply the migrations; consume: store review-queue and audit decisions; "
+                        "claim: the next item; confirm/overturn/escalate EVENT_ID: a verdict on a claimed item")
+    s.add_argument("event_id", nargs="?", help="the claimed item (confirm, overturn, escalate)")
+    s.add_argument("--reviewer", default="cli", help="who claims or decides")
+    s.add_argument("--senior", action="store_true", help="claim: a senior reviewer (takes escalated items too)")
+    s.add_argument("--category", help="confirm: the violation's category")
+    s.add_argument("--note", default="")
+    s.add_argument("--seconds", type=float, help="consume: stop after this long (default: run until interrupted)")
+    s.set_defaults(run=_review)
+    s = sub.add_parser("audit", help="an event's whole history: decision, review, verdicts")
+    s.add_argument("event_id")
+    s.set_defaults(run=_audit)
     sub.add_parser("jars", help="fetch and verify the Flink Kafka connector jars").set_defaults(run=_jars)
     sub.add_parser("feast", help="apply the Feast definitions").set_defaults(run=_feast)
     sub.add_parser("schemas", help="print an example record for every topic").set_defaults(run=_schemas)
@@ -211,9 +266,10 @@ def main(argv: list[str] | None = None) -> int:
         args.run(cfg, args)
     except Exception as exc:  # the CLI reports one clear line; tracebacks are for -X dev
         from jobs.jars import JarError
+        from review.store import ReviewError
         from tools.local import LocalRunError
 
-        if isinstance(exc, (JarError, LocalRunError)):
+        if isinstance(exc, (JarError, LocalRunError, ReviewError)):
             print(f"lifeguard: {exc}", file=sys.stderr)
             return 2
         raise

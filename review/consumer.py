@@ -1,0 +1,149 @@
+"""Kafka in and out of the review store: `lifeguard review consume`.
+
+Reads ``review-queue`` (items to store) and ``decisions`` (automated decisions to audit) under a consumer
+group, and commits a batch's offsets only after its database transaction: with the store's inserts keyed
+by event and source, a crash or a database outage anywhere re-reads records and changes nothing twice. A
+record that is not a valid item or decision goes to ``dead-letter`` with its bytes and the reason. Each
+round also publishes the verdicts waiting in the store's outbox to ``moderator-decisions``.
+
+The moderation job never waits on any of this: it only writes to the topics.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import psycopg
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaError
+
+from lifeguard.config import LifeguardConfig
+from lifeguard.schemas import OUTPUT_SCHEMAS
+from review.store import Consumed, ReviewStore
+from udfs.parse import Rejected, SourceRef, dead_letter, parse_record
+
+log = logging.getLogger(__name__)
+POLL_RECORDS = 500
+# After a failed round (database or broker away), wait this long before reconnecting.
+RETRY_S = 2.0
+
+
+@dataclass
+class ConsumerCounts:
+    items_read: int = 0
+    items_new: int = 0
+    decisions_read: int = 0
+    dead_letters: int = 0
+    verdicts_published: int = 0
+    failed_rounds: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class ReviewConsumer:
+    def __init__(self, cfg: LifeguardConfig):
+        self.cfg = cfg
+        self.topics = cfg.kafka.topics
+        self.counts = ConsumerCounts()
+        self._producer = KafkaProducer(bootstrap_servers=cfg.kafka.bootstrap_servers, acks="all", retries=5,
+                                       **cfg.kafka.security.python_client_options())
+        self._consumer: KafkaConsumer | None = None
+        self._store: ReviewStore | None = None
+
+    def _kafka(self) -> KafkaConsumer:
+        if self._consumer is None:
+            self._consumer = KafkaConsumer(
+                self.topics.review_queue, self.topics.decisions, bootstrap_servers=self.cfg.kafka.bootstrap_servers,
+                group_id=self.cfg.review.consumer_group, enable_auto_commit=False, auto_offset_reset="earliest",
+                **self.cfg.kafka.security.python_client_options())
+        return self._consumer
+
+    def _database(self) -> ReviewStore:
+        if self._store is None:
+            self._store = ReviewStore.connect(self.cfg.review)
+        return self._store
+
+    def run_round(self, poll_ms: int = 500) -> None:
+        """One batch: read, store, commit, then publish the outbox. A failure commits nothing: with the
+        database away, the batch's partitions are rewound to its first records and read again next round;
+        with the broker away, a new consumer resumes from the committed offsets."""
+        try:
+            consumer = self._kafka()
+            batch = consumer.poll(timeout_ms=poll_ms, max_records=POLL_RECORDS)
+        except KafkaError as error:
+            self._failed(error)
+            self._consumer = _closed(self._consumer)
+            return
+        try:
+            store = self._database()
+            items, decisions = [], []
+            for records in batch.values():
+                for record in records:
+                    parsed = self._parse(record)
+                    if parsed is not None:
+                        (items if record.topic == self.topics.review_queue else decisions).append(parsed)
+            self.counts.items_new += store.enqueue(items)
+            store.record_decisions(decisions)
+            self._producer.flush()  # the round's dead letters are on their topic before the offsets move
+            consumer.commit()
+            self.counts.items_read += len(items)
+            self.counts.decisions_read += len(decisions)
+            self._publish_verdicts(store)
+        except psycopg.Error as error:
+            self._failed(error)
+            self._store = _closed(self._store)
+            for partition, records in batch.items():
+                consumer.seek(partition, records[0].offset)
+        except KafkaError as error:  # stored already: records read again are stored once
+            self._failed(error)
+            self._consumer = _closed(self._consumer)
+
+    def _failed(self, error: Exception) -> None:
+        self.counts.failed_rounds += 1
+        self.counts.errors.append(f"{type(error).__name__}: {error}")
+        log.warning("review consumer round failed, trying again in %.0fs: %s", RETRY_S, error)
+        time.sleep(RETRY_S)
+
+    def _parse(self, record) -> Consumed | None:
+        source = SourceRef(record.topic, record.partition, record.offset, record.timestamp)
+        schema = "review-queue" if record.topic == self.topics.review_queue else "decisions"
+        try:
+            parsed = parse_record(OUTPUT_SCHEMAS, schema, record.value, self.cfg.limits.max_record_bytes)
+        except Rejected as rejected:
+            letter = dead_letter(source, record.value, rejected, _now_ms())
+            self._producer.send(self.topics.dead_letter, key=record.key, value=letter.model_dump_json().encode())
+            self.counts.dead_letters += 1
+            return None
+        return Consumed(parsed, f"{record.topic}:{record.partition}:{record.offset}")
+
+    def _publish_verdicts(self, store: ReviewStore) -> None:
+        pending = store.pending_publication()
+        for decision in pending:
+            self._producer.send(self.topics.moderator_decisions, key=decision.subject_event_id.encode(),
+                                value=decision.model_dump_json().encode())
+        if pending:
+            self._producer.flush()
+            store.mark_published([d.event_id for d in pending])
+            self.counts.verdicts_published += len(pending)
+
+    def run(self, stop: Callable[[], bool]) -> ConsumerCounts:
+        while not stop():
+            self.run_round()
+        self._consumer, self._store = _closed(self._consumer), _closed(self._store)
+        self._producer.close()
+        return self.counts
+
+
+def _closed(client) -> None:
+    """Closes a client that may be broken already (closing is best effort); returns None, its new value."""
+    if client is not None:
+        try:
+            client.close()
+        except Exception:
+            pass
+    return None

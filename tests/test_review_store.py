@@ -1,0 +1,227 @@
+"""The review store on a real PostgreSQL: migrations, idempotent intake, claims under leases with SKIP LOCKED,
+verdicts through the outbox, the append-only audit log; and its consumer on the real broker."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from lifeguard.config import load_config
+from lifeguard.schemas import EXAMPLES, Decision, ModeratorDecision, ReviewItem
+from review.consumer import ReviewConsumer
+from review.schema import migrations, prepare_database
+from review.store import Consumed, ReviewError, ReviewStore
+from tests.conftest import isolated_environ
+from tools import kafka_io, local
+
+
+@pytest.fixture
+def review_environ(services, tmp_path):
+    """Config overrides with a database of the test's own, created and migrated, dropped afterwards."""
+    environ = isolated_environ(tmp_path, LIFEGUARD_REVIEW__DATABASE=f"lifeguard_test_{uuid.uuid4().hex[:8]}")
+    cfg = load_config(environ=environ)
+    prepare_database(cfg.review)
+    yield environ
+    with psycopg.connect(**cfg.review.connection_options("postgres"), autocommit=True) as connection:
+        connection.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(cfg.review.database)))
+
+
+@pytest.fixture
+def cfg(review_environ):
+    return load_config(environ=review_environ)
+
+
+def _store(cfg, lease_s: int | None = None) -> ReviewStore:
+    store = ReviewStore.connect(cfg.review)
+    if lease_s is not None:
+        store.lease_s = lease_s
+    return store
+
+
+def _item(event_id: str, priority: float, created_ts: int = 1767225600000, **changes) -> Consumed[ReviewItem]:
+    record = ReviewItem.model_validate(EXAMPLES["review-queue"] | {"event_id": event_id, "priority": priority,
+                                                                   "created_ts": created_ts} | changes)
+    return Consumed(record, f"review-queue:0:{event_id}")
+
+
+def test_migrations_apply_once_and_are_recorded(cfg):
+    created, applied = prepare_database(cfg.review)
+    assert (created, applied) == (False, [])  # the fixture applied them
+    with psycopg.connect(**cfg.review.connection_options()) as connection:
+        versions = [row[0] for row in connection.execute("SELECT version FROM schema_migrations ORDER BY version")]
+    assert versions == [m.version for m in migrations()] and versions[0] == 1
+
+
+def test_a_stray_migration_file_is_an_error(tmp_path):
+    (tmp_path / "0001_first.sql").write_text("SELECT 1")
+    (tmp_path / "second.sql").write_text("SELECT 2")
+    with pytest.raises(ValueError, match="NNNN_name.sql"):
+        migrations(tmp_path)
+
+
+def test_a_redelivered_item_changes_nothing(cfg):
+    store = _store(cfg)
+    assert store.enqueue([_item("c-1", 1.0), _item("c-2", 2.0)]) == 2
+    assert store.enqueue([_item("c-1", 9.0), _item("c-2", 2.0), _item("c-2", 2.0)]) == 0
+    assert store.claim_next("ana").event_id == "c-2"  # c-1 kept its first priority, 1.0
+    assert [e.action for e in store.history("c-1")] == ["queued for review"]
+
+
+def test_claims_take_the_most_urgent_item_and_skip_claimed_ones(cfg):
+    store = _store(cfg)
+    store.enqueue([_item("low", 0.5), _item("high-old", 3.0, 1), _item("high-new", 3.0, 2), _item("mid", 1.5)])
+    claimed = [store.claim_next(name).event_id for name in ("ana", "ben", "cai", "dee")]
+    assert claimed == ["high-old", "high-new", "mid", "low"]
+    assert store.claim_next("eve") is None
+
+
+def test_concurrent_reviewers_never_get_the_same_item(cfg):
+    _store(cfg).enqueue([_item(f"c-{i}", float(i % 7)) for i in range(300)])
+    claims: dict[str, list[str]] = {}
+
+    def reviewer(name: str) -> None:
+        store, mine = _store(cfg), []
+        while (item := store.claim_next(name)) is not None:
+            mine.append(item.event_id)
+        claims[name] = mine
+        store.close()
+
+    threads = [threading.Thread(target=reviewer, args=(f"r{n}",)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    every = [event_id for mine in claims.values() for event_id in mine]
+    assert len(every) == 300 and len(set(every)) == 300
+    assert sum(1 for mine in claims.values() if mine) > 1  # the reviewers really did work side by side
+
+
+def test_a_lapsed_lease_returns_the_item_and_the_old_claim_cannot_decide(cfg):
+    walked_away, other = _store(cfg, lease_s=1), _store(cfg)
+    walked_away.enqueue([_item("c-1", 1.0)])
+    assert walked_away.claim_next("ana").event_id == "c-1"
+    assert other.claim_next("ben") is None
+    time.sleep(1.2)
+    assert other.claim_next("ben").event_id == "c-1"
+    with pytest.raises(ReviewError, match="no live claim"):
+        walked_away.decide("c-1", "ana", "overturn")
+    assert other.decide("c-1", "ben", "overturn").verdict == "overturn"
+
+
+def test_a_verdict_needs_a_claim_and_a_confirmation_its_category(cfg):
+    store = _store(cfg)
+    store.enqueue([_item("c-1", 1.0)])
+    with pytest.raises(ReviewError, match="no live claim"):
+        store.decide("c-1", "ana", "overturn")
+    with pytest.raises(ReviewError, match="no live claim"):
+        store.decide("unknown-event", "ana", "overturn")
+    store.claim_next("ana")
+    with pytest.raises(ReviewError, match="category"):
+        store.decide("c-1", "ana", "confirm")
+    store.decide("c-1", "ana", "confirm", "pii")
+    with pytest.raises(ReviewError, match="no live claim"):  # decided once: a second submit is refused
+        store.decide("c-1", "ana", "confirm", "pii")
+
+
+def test_an_escalated_item_waits_for_a_senior(cfg):
+    store = _store(cfg)
+    store.enqueue([_item("c-1", 1.0)])
+    store.claim_next("ana")
+    store.decide("c-1", "ana", "escalate", note="not sure this is a lure")
+    assert store.claim_next("ben") is None
+    assert store.claim_next("sam", senior=True).event_id == "c-1"
+    store.decide("c-1", "sam", "confirm", "pii")
+    assert [e.action for e in store.history("c-1")] == ["queued for review", "claimed", "escalate", "claimed", "confirm"]
+    assert [e.actor for e in store.history("c-1")][-2:] == ["sam", "sam"]
+
+
+def test_verdicts_wait_in_the_outbox_until_published(cfg):
+    store = _store(cfg)
+    store.enqueue([_item("c-1", 1.0), _item("c-2", 1.0)])
+    first = (store.claim_next("ana"), store.decide("c-1", "ana", "confirm", "pii"))[1]
+    store.claim_next("ana")
+    second = store.decide("c-2", "ana", "overturn")
+    assert store.pending_publication() == [first, second]
+    store.mark_published([first.event_id])
+    assert store.pending_publication() == [second]
+
+
+def test_the_audit_log_refuses_updates_deletes_and_truncation(cfg):
+    store = _store(cfg)
+    store.enqueue([_item("c-1", 1.0)])
+    with psycopg.connect(**cfg.review.connection_options(), autocommit=True) as connection:
+        for statement in ("UPDATE audit_log SET action = 'nothing happened'", "DELETE FROM audit_log",
+                          "TRUNCATE audit_log"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+                connection.execute(statement)
+    assert [e.action for e in store.history("c-1")] == ["queued for review"]
+
+
+def test_automated_decisions_are_audited_once(cfg):
+    store = _store(cfg)
+    decision = Decision.model_validate_json(json.dumps(EXAMPLES["decisions"]))
+    store.record_decisions([Consumed(decision, "decisions:0:5")])
+    store.record_decisions([Consumed(decision, "decisions:0:5")])  # re-delivered
+    (entry,) = store.history(decision.event_id)
+    assert (entry.actor, entry.action) == ("policy 2026-11-23.1, model text-linear-2", "decided block")
+    assert entry.detail["reasons"] == decision.reasons
+
+
+def _send(cfg, topic: str, values: list[bytes]) -> None:
+    producer = kafka_io.producer(cfg.kafka)
+    for value in values:
+        producer.send(topic, key="k", value=value)
+    producer.flush()
+    producer.close()
+
+
+def _rounds(consumer: ReviewConsumer, until, limit_s: float = 30.0) -> None:
+    deadline = time.monotonic() + limit_s
+    while not until() and time.monotonic() < deadline:
+        consumer.run_round(poll_ms=200)
+    assert until(), f"not reached within {limit_s}s: {consumer.counts}"
+
+
+def test_the_consumer_stores_items_audits_decisions_dead_letters_the_rest_and_publishes_verdicts(cfg):
+    topics = cfg.kafka.topics
+    local.create_topics(cfg)
+    items = [ReviewItem.model_validate(EXAMPLES["review-queue"] | {"event_id": f"c-{i}", "priority": float(i)})
+             for i in range(3)]
+    _send(cfg, topics.review_queue, [i.model_dump_json().encode() for i in items] + [b"[" * 100_000])
+    _send(cfg, topics.decisions, [json.dumps(EXAMPLES["decisions"]).encode(), b"not json"])
+    consumer = ReviewConsumer(cfg)
+    _rounds(consumer, lambda: consumer.counts.items_read == 3 and consumer.counts.decisions_read == 1
+            and consumer.counts.dead_letters == 2)
+    store = _store(cfg)
+    claimed = store.claim_next("ana")
+    assert claimed == items[2]
+    store.decide(claimed.event_id, "ana", "confirm", "pii")
+    _rounds(consumer, lambda: consumer.counts.verdicts_published == 1)
+    letters = kafka_io.read(cfg.kafka, [topics.dead_letter], until=lambda got: len(got) >= 2)
+    assert sorted(json.loads(r.value)["error_kind"] for r in letters) == ["not_json", "not_json"]
+    (published,) = kafka_io.read(cfg.kafka, [topics.moderator_decisions], until=lambda got: len(got) >= 1)
+    decision = ModeratorDecision.model_validate_json(published.value)
+    assert (decision.subject_event_id, decision.verdict, decision.category) == ("c-2", "confirm", "pii")
+    assert [e.action for e in store.history("c-2")] == ["queued for review", "claimed", "confirm"]
+
+
+def test_a_database_outage_mid_stream_loses_no_item(cfg):
+    local.create_topics(cfg)
+    consumer = ReviewConsumer(cfg)
+    consumer.run_round(poll_ms=200)  # connected to both, nothing to read yet
+    item = ReviewItem.model_validate(EXAMPLES["review-queue"] | {"event_id": "c-kept"})
+    _send(cfg, cfg.kafka.topics.review_queue, [item.model_dump_json().encode()])
+    with psycopg.connect(**cfg.review.connection_options(), autocommit=True) as admin:
+        (killed,) = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                  "WHERE datname = current_database() AND application_name = 'lifeguard-review' "
+                                  "AND pid <> pg_backend_pid()").fetchone()
+    assert killed == 1
+    _rounds(consumer, lambda: consumer.counts.items_new == 1)
+    assert consumer.counts.failed_rounds >= 1 and "terminating connection" in consumer.counts.errors[0]
+    assert _store(cfg).claim_next("ana") == item
