@@ -291,6 +291,10 @@ class ReviewConfig(_Section):
     lease_s: int = Field(600, ge=10)
     # The review store's consumer of review-queue and decisions commits its offsets under this group.
     consumer_group: str = "lifeguard-review"
+    # Where a reviewer's verdict on an upload sends its hashes (through hash-bank-updates): a confirmed
+    # violation to a block bank, an overturned one to an allow bank. Their kinds are policy (images.banks).
+    confirmed_bank: str = "reviewer-confirmed"
+    cleared_bank: str = "reviewer-cleared"
 
     @property
     def address(self) -> str:

@@ -128,6 +128,8 @@ class HashBankUpdate(_Record):
     bank: Id
     signal_type: Literal["sha256", "phash", "pdq"] | None = None
     hash: str | None = None
+    # Where an added hash came from (a reviewer's decision): quoted in the reasons of the uploads it matches.
+    note: Annotated[str, StringConstraints(max_length=200)] = ""
 
 
 class PolicyUpdate(_Record):
@@ -182,6 +184,9 @@ class ReviewItem(_Record):
     reasons: list[str]
     excerpt: str
     created_ts: EpochMillis
+    # An upload's hashes (its first frame's; PDQ only where good enough to match): a confirmed item's go
+    # to the block bank.
+    hashes: dict[Literal["sha256", "phash", "pdq"], str] = {}
 
 
 class ParentAlert(_Record):

@@ -4,7 +4,8 @@ Reads ``review-queue`` (items to store) and ``decisions`` (automated decisions t
 group, and commits a batch's offsets only after its database transaction: with the store's inserts keyed
 by event and source, a crash or a database outage anywhere re-reads records and changes nothing twice. A
 record that is not a valid item or decision goes to ``dead-letter`` with its bytes and the reason. Each
-round also publishes the verdicts waiting in the store's outbox to ``moderator-decisions``.
+round also publishes the verdicts waiting in the store's outbox to ``moderator-decisions``, after the bank
+updates they make to ``hash-bank-updates``.
 
 The moderation job never waits on any of this: it only writes to the topics.
 """
@@ -123,12 +124,17 @@ class ReviewConsumer:
 
     def _publish_verdicts(self, store: ReviewStore) -> None:
         pending = store.pending_publication()
-        for decision in pending:
+        for publication in pending:
+            # The bank changes first: a consumer that acts on the verdict finds the banks already changed.
+            for update in publication.bank_updates:
+                self._producer.send(self.topics.hash_bank_updates, key=update.bank.encode(),
+                                    value=update.model_dump_json().encode())
+            decision = publication.decision
             self._producer.send(self.topics.moderator_decisions, key=decision.subject_event_id.encode(),
                                 value=decision.model_dump_json().encode())
         if pending:
             self._producer.flush()
-            store.mark_published([d.event_id for d in pending])
+            store.mark_published([p.decision.event_id for p in pending])
             self.counts.verdicts_published += len(pending)
 
     def run(self, stop: Callable[[], bool]) -> ConsumerCounts:

@@ -5,12 +5,15 @@
   reviewers never get the same item, and an item whose lease lapses goes back to the queue.
 - A verdict is stored with the claim's end in one transaction; the verdicts table is also the outbox to
   ``moderator-decisions`` (`pending_publication`, `mark_published`), so a verdict is never lost between the
-  database and Kafka, and is published at least once.
+  database and Kafka, and is published at least once. A verdict on an upload also carries the bank
+  updates it makes (`bank_updates`): a confirmed image's hashes join the block bank, an overturned one's
+  the allow bank, through ``hash-bank-updates`` like every other bank change.
 - Every step, and every automated decision read from ``decisions``, is appended to ``audit_log``, which
   no role may change (migration 0001).
 """
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,7 +24,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from lifeguard.config import ReviewConfig
-from lifeguard.schemas import Decision, ModeratorDecision, ReviewItem
+from lifeguard.schemas import SCHEMA_VERSION, Decision, HashBankUpdate, ModeratorDecision, ReviewItem
 
 R = TypeVar("R")
 ITEM_FIELDS = tuple(ReviewItem.model_fields)
@@ -41,6 +44,14 @@ class Consumed(Generic[R]):
 
 
 @dataclass(frozen=True)
+class Publication:
+    """A verdict waiting in the outbox: its record, and the bank updates to publish before it."""
+
+    decision: ModeratorDecision
+    bank_updates: list[HashBankUpdate]
+
+
+@dataclass(frozen=True)
 class AuditEntry:
     at: datetime
     actor: str
@@ -52,10 +63,10 @@ _ENQUEUE = """
 WITH incoming AS (
     SELECT DISTINCT ON (event_id) * FROM jsonb_to_recordset(%(rows)s) AS r(
         event_id text, user_id text, kind text, priority float8, categories jsonb, reasons jsonb, excerpt text,
-        created_ts bigint, source text)
+        created_ts bigint, hashes jsonb, source text)
 ), inserted AS (
-    INSERT INTO review_items (event_id, user_id, kind, priority, categories, reasons, excerpt, created_ts)
-    SELECT event_id, user_id, kind, priority, categories, reasons, excerpt, created_ts FROM incoming
+    INSERT INTO review_items (event_id, user_id, kind, priority, categories, reasons, excerpt, created_ts, hashes)
+    SELECT event_id, user_id, kind, priority, categories, reasons, excerpt, created_ts, hashes FROM incoming
     ON CONFLICT (event_id) DO NOTHING
     RETURNING event_id
 )
@@ -97,7 +108,7 @@ SET state = CASE WHEN %(verdict)s = 'escalate' THEN 'waiting' ELSE 'decided' END
     claimed_by = NULL, claimed_at = NULL, lease_expires = NULL
 WHERE event_id = %(event_id)s AND state = 'claimed' AND claimed_by = %(reviewer)s
   AND lease_expires >= clock_timestamp()
-RETURNING event_id
+RETURNING hashes
 """
 
 
@@ -105,13 +116,14 @@ class ReviewStore:
     """One connection's view of the store; not shared between threads (each reviewer's request, the
     consumer and each bench worker has its own)."""
 
-    def __init__(self, connection: psycopg.Connection, lease_s: int):
+    def __init__(self, connection: psycopg.Connection, config: ReviewConfig):
         self._db = connection
-        self.lease_s = lease_s
+        self.config = config
+        self.lease_s = config.lease_s
 
     @classmethod
     def connect(cls, config: ReviewConfig) -> "ReviewStore":
-        return cls(psycopg.connect(**config.connection_options(), row_factory=dict_row), config.lease_s)
+        return cls(psycopg.connect(**config.connection_options(), row_factory=dict_row), config)
 
     def close(self) -> None:
         self._db.close()
@@ -149,25 +161,32 @@ class ReviewStore:
         may be someone else's now), the item was decided, or it was never claimed by this reviewer."""
         if verdict == "confirm" and not category:
             raise ReviewError("a confirmed violation needs its category")
-        decision = ModeratorDecision(schema_version=1, event_id=f"md-{uuid.uuid4().hex}", moderator_id=reviewer,
-                                     subject_event_id=event_id, verdict=verdict, category=category, note=note)
+        decision = ModeratorDecision(schema_version=SCHEMA_VERSION, event_id=f"md-{uuid.uuid4().hex}",
+                                     moderator_id=reviewer, subject_event_id=event_id, verdict=verdict,
+                                     category=category, note=note)
         with self._db.transaction():
-            if self._db.execute(_END_CLAIM, {"event_id": event_id, "reviewer": reviewer, "verdict": verdict}).fetchone() is None:
+            ended = self._db.execute(_END_CLAIM, {"event_id": event_id, "reviewer": reviewer, "verdict": verdict}).fetchone()
+            if ended is None:
                 raise ReviewError(f"{reviewer} holds no live claim on {event_id}: claim it again from the queue")
-            self._db.execute("INSERT INTO verdicts (decision_id, event_id, reviewer, verdict, category, note) "
-                             "VALUES (%s, %s, %s, %s, %s, %s)",
-                             (decision.event_id, event_id, reviewer, verdict, category, note))
-            self._audit(event_id, reviewer, verdict, {"decision_id": decision.event_id, "category": category, "note": note})
+            updates = bank_updates(decision, ended["hashes"], self.config)
+            self._db.execute("INSERT INTO verdicts (decision_id, event_id, reviewer, verdict, category, note, bank_updates) "
+                             "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                             (decision.event_id, event_id, reviewer, verdict, category, note,
+                              Jsonb([u.model_dump(mode="json") for u in updates])))
+            self._audit(event_id, reviewer, verdict, {"decision_id": decision.event_id, "category": category, "note": note,
+                                                      "banked": [f"{u.bank} {u.signal_type}" for u in updates]})
         return decision
 
-    def pending_publication(self, limit: int = 500) -> list[ModeratorDecision]:
+    def pending_publication(self, limit: int = 500) -> list[Publication]:
         """Verdicts not yet on moderator-decisions, oldest first."""
-        rows = self._db.execute("SELECT decision_id, event_id, reviewer, verdict, category, note FROM verdicts "
-                                "WHERE published_at IS NULL ORDER BY decided_at LIMIT %s", (limit,)).fetchall()
+        rows = self._db.execute("SELECT decision_id, event_id, reviewer, verdict, category, note, bank_updates "
+                                "FROM verdicts WHERE published_at IS NULL ORDER BY decided_at LIMIT %s", (limit,)).fetchall()
         self._db.commit()
-        return [ModeratorDecision(schema_version=1, event_id=r["decision_id"], moderator_id=r["reviewer"],
-                                  subject_event_id=r["event_id"], verdict=r["verdict"], category=r["category"],
-                                  note=r["note"]) for r in rows]
+        return [Publication(ModeratorDecision(schema_version=SCHEMA_VERSION, event_id=r["decision_id"],
+                                              moderator_id=r["reviewer"], subject_event_id=r["event_id"],
+                                              verdict=r["verdict"], category=r["category"], note=r["note"]),
+                            [HashBankUpdate.model_validate_json(json.dumps(u)) for u in r["bank_updates"]])
+                for r in rows]
 
     def mark_published(self, decision_ids: Sequence[str]) -> None:
         with self._db.transaction():
@@ -184,3 +203,17 @@ class ReviewStore:
     def _audit(self, event_id: str, actor: str, action: str, detail: dict) -> None:
         self._db.execute("INSERT INTO audit_log (event_id, actor, action, detail) VALUES (%s, %s, %s, %s)",
                          (event_id, actor, action, Jsonb(detail)))
+
+
+def bank_updates(decision: ModeratorDecision, hashes: dict[str, str], config: ReviewConfig) -> list[HashBankUpdate]:
+    """The bank adds a verdict on an upload with `hashes` makes: a confirmed violation's hashes join the
+    block bank, an overturned one's the allow bank, each noted with the decision; none for an escalation
+    or an item without hashes."""
+    bank = {"confirm": config.confirmed_bank, "overturn": config.cleared_bank}.get(decision.verdict)
+    if bank is None:
+        return []
+    what = f"confirmed {decision.category}" if decision.verdict == "confirm" else "overturned"
+    return [HashBankUpdate(schema_version=SCHEMA_VERSION, event_id=f"{decision.event_id}:{signal_type}", op="add",
+                           bank=bank, signal_type=signal_type, hash=hash_,
+                           note=f"reviewer decision {decision.event_id}: {what}")
+            for signal_type, hash_ in sorted(hashes.items())]

@@ -19,7 +19,7 @@ from udfs.control import (HASH_BANK_UPDATES, POLICY_UPDATES, apply_bank_update, 
 from udfs.images import decode_image, image_hashes
 from udfs.parse import Rejected, SourceRef
 from udfs.policy import load_policy
-from udfs.image_tier import Bank, Banks
+from udfs.image_tier import Bank, BankMatch, Banks
 from udfs.screening import ScreeningInput, Screener
 
 DOCUMENT = yaml.safe_load((PROJECT_ROOT / "flink-conf/policy.yaml").read_text())
@@ -38,10 +38,11 @@ def policy_update(doc: dict, event_id: str = "pol-1") -> PolicyUpdate:
 
 
 def bank_update(op: str, bank: str = "known-bad", signal_type: str | None = "phash", hash: str | None = PHASH,
-                event_id: str = "hb-1") -> HashBankUpdate:
+                event_id: str = "hb-1", note: str = "") -> HashBankUpdate:
     if op in ("enable", "disable"):
         signal_type = hash = None
-    return HashBankUpdate(schema_version=1, event_id=event_id, op=op, bank=bank, signal_type=signal_type, hash=hash)
+    return HashBankUpdate(schema_version=1, event_id=event_id, op=op, bank=bank, signal_type=signal_type, hash=hash,
+                          note=note)
 
 
 def banks_of(snapshot: dict[str, Bank]) -> Banks:
@@ -310,7 +311,8 @@ def random_updates(rng: random.Random, n: int) -> list:
             updates.append(policy_update(document(version=f"v{i}", voice_margin=rng.choice([0.1, 0.2])), f"p{i}"))
         else:
             updates.append(bank_update(op, bank=rng.choice(["block", "review/x", 'q"uote']),
-                                       hash=rng.choice(hashes), event_id=f"h{i}"))
+                                       hash=rng.choice(hashes), event_id=f"h{i}",
+                                       note=rng.choice(["", f"reviewer decision md-{i}: confirmed nudity"])))
     return updates
 
 
@@ -330,6 +332,9 @@ def test_the_state_entries_rebuild_the_copy_in_any_order(seed):
     rng.shuffle(entries)
     restored_policy, restored_banks = restore(POLICY, baseline(), entries)
     assert restored_policy == policy and restored_banks.snapshot() == banks.snapshot()
+    every_hash = [BankMatch(bank, "phash", f"{i:016x}", 0) for bank in ("block", "review/x", 'q"uote') for i in range(6)]
+    assert [restored_banks.note(m) for m in every_hash] == [banks.note(m) for m in every_hash]
+    assert any(banks.note(m) for m in every_hash)  # the notes were really exercised
 
 
 def test_an_empty_state_restores_the_config_copy():
@@ -341,6 +346,9 @@ def test_state_entries_are_strings_keyed_per_policy_bank_and_hash():
     assert state_entry(policy_update({"version": "v2"})) == ("policy", '{"version": "v2"}')
     assert state_entry(bank_update("disable")) == ('["bank", "known-bad"]', "false")
     assert state_entry(bank_update("remove")) == (f'["hash", "known-bad", "phash", "{PHASH}"]', "false")
+    assert state_entry(bank_update("add")) == (f'["hash", "known-bad", "phash", "{PHASH}"]', "true")
+    assert state_entry(bank_update("add", note="reviewer decision md-1: confirmed nudity"))[1] == \
+        '"reviewer decision md-1: confirmed nudity"'
 
 
 # ---- the screener follows ------------------------------------------------------------------------

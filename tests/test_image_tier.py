@@ -75,6 +75,19 @@ def block_tier() -> ImageTier:
     return ImageTier(bank_all(Banks(), "block", banked_originals()), LIMITS)
 
 
+def test_a_match_quotes_where_the_banked_hash_came_from():
+    original = banked_originals()[0]
+    banks = Banks()
+    banks.add("reviewer-confirmed", "phash", [hashes_of(original).phash], "reviewer decision md-7: confirmed nudity")
+    edited = edited_reupload(original, "jpeg", random.Random(1))[0]
+    result = screen_one(ImageTier(banks, LIMITS), edited)
+    assert action_of(result) is Action.BLOCK
+    assert "reviewer decision md-7: confirmed nudity" in " ".join(s.reason for s in result.signals)
+    banks.remove("reviewer-confirmed", "phash", [hashes_of(original).phash])
+    banks.add("reviewer-confirmed", "phash", [hashes_of(original).phash])  # banked again without a note
+    assert "reviewer decision" not in " ".join(s.reason for s in screen_one(ImageTier(banks, LIMITS), edited).signals)
+
+
 # ---- re-uploads caught, unrelated images not ------------------------------------------------------------
 
 # Which edits must block, and which need only be caught (review or block): a 0.5-2% crop moves pHash

@@ -147,9 +147,30 @@ def test_verdicts_wait_in_the_outbox_until_published(cfg):
     first = (store.claim_next("ana"), store.decide("c-1", "ana", "confirm", "pii"))[1]
     store.claim_next("ana")
     second = store.decide("c-2", "ana", "overturn")
-    assert store.pending_publication() == [first, second]
+    assert [p.decision for p in store.pending_publication()] == [first, second]
     store.mark_published([first.event_id])
-    assert store.pending_publication() == [second]
+    assert [p.decision for p in store.pending_publication()] == [second]
+
+
+UPLOAD_HASHES = {"sha256": "ab" * 32, "phash": "d1c4e0b0f0f8f8f0"}
+
+
+def test_a_verdict_on_an_upload_sends_its_hashes_to_a_bank(cfg):
+    store = _store(cfg)
+    store.enqueue([_item("up-1", 2.0, kind="upload", hashes=UPLOAD_HASHES), _item("up-2", 1.0, kind="upload",
+                                                                                   hashes=UPLOAD_HASHES),
+                   _item("c-1", 0.5)])
+    confirmed = (store.claim_next("ana"), store.decide("up-1", "ana", "confirm", "nudity"))[1]
+    overturned = (store.claim_next("ana"), store.decide("up-2", "ana", "overturn"))[1]
+    store.claim_next("ana")
+    store.decide("c-1", "ana", "confirm", "pii")
+    published = {p.decision.subject_event_id: p.bank_updates for p in store.pending_publication()}
+    assert [(u.bank, u.signal_type, u.hash) for u in published["up-1"]] == [
+        ("reviewer-confirmed", "phash", UPLOAD_HASHES["phash"]), ("reviewer-confirmed", "sha256", UPLOAD_HASHES["sha256"])]
+    assert {u.note for u in published["up-1"]} == {f"reviewer decision {confirmed.event_id}: confirmed nudity"}
+    assert {(u.bank, u.note) for u in published["up-2"]} == {
+        ("reviewer-cleared", f"reviewer decision {overturned.event_id}: overturned")}
+    assert published["c-1"] == []  # a chat message has no hashes to bank
 
 
 def test_the_audit_log_refuses_updates_deletes_and_truncation(cfg):
@@ -203,6 +224,7 @@ def test_the_consumer_stores_items_audits_decisions_dead_letters_the_rest_and_pu
     assert claimed == items[2]
     store.decide(claimed.event_id, "ana", "confirm", "pii")
     _rounds(consumer, lambda: consumer.counts.verdicts_published == 1)
+    assert kafka_io.read(cfg.kafka, [topics.hash_bank_updates], timeout_s=2) == []  # a chat item banks nothing
     letters = kafka_io.read(cfg.kafka, [topics.dead_letter], until=lambda got: len(got) >= 2)
     assert sorted(json.loads(r.value)["error_kind"] for r in letters) == ["not_json", "not_json"]
     (published,) = kafka_io.read(cfg.kafka, [topics.moderator_decisions], until=lambda got: len(got) >= 1)

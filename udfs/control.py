@@ -207,7 +207,7 @@ def apply_bank_update(banks: Banks, update: HashBankUpdate, max_bank_hashes: int
     except ValueError as exc:
         raise Rejected("unprocessable", str(exc), update.event_id) from None
     if update.op == "add":
-        banks.add(update.bank, update.signal_type, [update.hash])
+        banks.add(update.bank, update.signal_type, [update.hash], update.note)
     elif update.op == "remove":
         banks.remove(update.bank, update.signal_type, [update.hash])
     else:
@@ -218,8 +218,8 @@ def apply_bank_update(banks: Banks, update: HashBankUpdate, max_bank_hashes: int
 # ---- broadcast state ----------------------------------------------------------------------------
 # One string entry per policy, per bank's enabled flag and per hash, so an update writes one entry and
 # its latest value wins: entries commute, and ``restore`` may read them in any order. Keys are JSON
-# arrays, so bank names may hold any character. A removed hash keeps an entry ("false"): it may be a
-# hash of the banks file, which is read again at every start.
+# arrays, so bank names may hold any character. An added hash's value is its note (true if it has none);
+# a removed hash keeps an entry ("false"): it may be a hash of the banks file, read again at every start.
 
 POLICY_KEY = "policy"
 
@@ -230,7 +230,8 @@ def state_entry(update: ControlUpdate) -> tuple[str, str]:
         return POLICY_KEY, json.dumps(update.policy, sort_keys=True)
     if update.op in ("enable", "disable"):
         return json.dumps(["bank", update.bank]), json.dumps(update.op == "enable")
-    return json.dumps(["hash", update.bank, update.signal_type, update.hash]), json.dumps(update.op == "add")
+    return (json.dumps(["hash", update.bank, update.signal_type, update.hash]),
+            json.dumps(update.op == "add" and (update.note or True)))
 
 
 def restore(policy: Policy, banks: Banks,
@@ -247,6 +248,7 @@ def restore(policy: Policy, banks: Banks,
             op, signal_type, hash_ = ("enable" if present else "disable"), None, None
         else:
             (signal_type, hash_), op = rest, ("add" if present else "remove")
+        note = present if isinstance(present, str) else ""
         apply_bank_update(banks, HashBankUpdate(schema_version=SCHEMA_VERSION, event_id="restore", op=op,
-                                                bank=bank, signal_type=signal_type, hash=hash_))
+                                                bank=bank, signal_type=signal_type, hash=hash_, note=note))
     return policy, banks

@@ -53,13 +53,15 @@ class BankMatch:
 
 class Banks:
     """Every named bank's hashes, in one index per perceptual signal type (a bank is a member bit) and a
-    dict for SHA-256. A disabled bank keeps its hashes and matches nothing until it is enabled again."""
+    dict for SHA-256. A disabled bank keeps its hashes and matches nothing until it is enabled again. A
+    hash may carry a note of where it came from (a reviewer's decision), which a match's reason quotes."""
 
     def __init__(self):
         self._numbers: dict[str, int] = {}  # bank name -> its member bit in the indexes
         self._enabled: dict[str, bool] = {}
         self._sha256: dict[str, set[str]] = {}  # digest -> banks holding it
         self._sha256_counts: dict[str, int] = {}  # bank -> digests it holds
+        self._notes: dict[tuple[str, str, str], str] = {}  # (bank, signal type, hash) -> its provenance
         self._indexes = {signal: HashIndex(SIGNAL_BITS[signal], chunks) for signal, chunks in _INDEX_CHUNKS.items()}
 
     def __contains__(self, bank: str) -> bool:
@@ -76,8 +78,13 @@ class Banks:
             self._numbers[bank] = len(self._numbers)
             self._enabled[bank] = True
 
-    def add(self, bank: str, signal_type: str, hashes: list[str]) -> None:
+    def add(self, bank: str, signal_type: str, hashes: list[str], note: str = "") -> None:
         self.ensure(bank)
+        for hash_ in hashes:  # the latest add's note stands, as in the job's broadcast state
+            if note:
+                self._notes[bank, signal_type, hash_] = note
+            else:
+                self._notes.pop((bank, signal_type, hash_), None)
         if signal_type == "sha256":
             for digest in hashes:
                 holders = self._sha256.setdefault(digest, set())
@@ -89,6 +96,8 @@ class Banks:
 
     def remove(self, bank: str, signal_type: str, hashes: list[str]) -> None:
         self.ensure(bank)
+        for hash_ in hashes:
+            self._notes.pop((bank, signal_type, hash_), None)
         if signal_type == "sha256":
             for digest in hashes:
                 holders = self._sha256.get(digest, set())
@@ -104,6 +113,10 @@ class Banks:
             return 0
         return self._sha256_counts.get(bank, 0) + sum(index.member_count(self._numbers[bank])
                                                       for index in self._indexes.values())
+
+    def note(self, match: BankMatch) -> str:
+        """Where the matched bank hash came from, if its update said ("" otherwise)."""
+        return self._notes.get((match.bank, match.signal_type, match.hash), "")
 
     def set_enabled(self, bank: str, enabled: bool) -> None:
         self.ensure(bank)
@@ -302,7 +315,8 @@ class ImageTier:
                 flood = self.flood.quarantine_note(match, sender, images.flood, self.clock())
                 if flood:
                     action, note = Action.REVIEW, f"match, {flood}"
-            signals.append(Signal("image_bank", action, f"{what} ({kind.value} bank {note})", "image:bank"))
+            provenance = f", {self.banks.note(match)}" if self.banks.note(match) else ""
+            signals.append(Signal("image_bank", action, f"{what} ({kind.value} bank {note}{provenance})", "image:bank"))
         if allowed_by:
             suppressed = f"; block suppressed by allow bank {', '.join(sorted(set(allowed_by)))}"
             signals = [replace(s, action=Action.ALLOW, reason=s.reason + suppressed) if s.action is Action.BLOCK else s

@@ -248,7 +248,7 @@ class Screener:
             event_ts=event.ts, decided_ts=now_ms, latency_ms=now_ms - item.source.kafka_ts)
         outputs: list[Output] = [decision]
         if verdict.action is Action.REVIEW:
-            outputs.append(self._review_item(item, text, verdict, scores or {}, band, now_ms))
+            outputs.append(self._review_item(item, text, verdict, scores or {}, band, image, now_ms))
         # A message the contact settings alone stopped is counted (decisions name the setting), not alerted
         # one by one: the parents chose the setting, and a stranger's every try would be noise to them.
         if verdict.action is Action.BLOCK and set(verdict.categories) != {CONTACT}:
@@ -259,7 +259,7 @@ class Screener:
         return verdict, outputs
 
     def _review_item(self, item: ScreeningInput, text: str, verdict: Verdict, scores: dict[str, float],
-                     band: AgeBand, now_ms: int) -> ReviewItem:
+                     band: AgeBand, image: ImageResult | None, now_ms: int) -> ReviewItem:
         # Risk: the highest model score among the flagged categories (a rule or link hit counts as 1).
         risk = max((scores.get(c, 1.0) for c in verdict.categories), default=1.0)
         # Virality: a room message reaches more people than a direct one; a child audience weighs more.
@@ -268,7 +268,15 @@ class Screener:
         return ReviewItem(event_id=item.event.event_id, user_id=item.event.user_id,
                           kind="chat" if isinstance(item.event, ChatMessage) else "upload",
                           priority=round(priority, 4), categories=list(verdict.categories),
-                          reasons=list(verdict.reasons), excerpt=redact(text)[:EXCERPT_CHARS], created_ts=now_ms)
+                          reasons=list(verdict.reasons), excerpt=redact(text)[:EXCERPT_CHARS], created_ts=now_ms,
+                          hashes={} if image is None else self._bankable_hashes(image))
+
+    def _bankable_hashes(self, image: ImageResult) -> dict[str, str]:
+        first = image.frames[0]
+        hashes = {"sha256": first.sha256, "phash": first.phash}
+        if first.pdq_quality >= self.policy.images.pdq_min_quality:
+            hashes["pdq"] = first.pdq
+        return hashes
 
     def _child_image_alert(self, item: ScreeningInput, signals: list[Signal], now_ms: int) -> Iterable[ParentAlert]:
         """The parent of a child who sent their own image to an adult who is not a friend hears of it."""

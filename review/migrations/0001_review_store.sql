@@ -1,4 +1,5 @@
--- The review queue, the reviewers' verdicts (also the outbox to moderator-decisions) and the audit log.
+-- The review queue, the reviewers' verdicts (also the outbox to moderator-decisions and hash-bank-updates)
+-- and the audit log.
 
 CREATE TABLE review_items (
     event_id      text PRIMARY KEY,            -- the reviewed event's id: a re-delivered item changes nothing
@@ -9,6 +10,7 @@ CREATE TABLE review_items (
     reasons       jsonb NOT NULL,
     excerpt       text NOT NULL,
     created_ts    bigint NOT NULL,             -- when the job queued it, ms since the epoch
+    hashes        jsonb NOT NULL DEFAULT '{}', -- an upload's image hashes, for the banks
     received_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
     state         text NOT NULL DEFAULT 'waiting' CHECK (state IN ('waiting', 'claimed', 'decided')),
     senior_only   boolean NOT NULL DEFAULT false,  -- escalated: only a senior reviewer may claim it
@@ -27,6 +29,7 @@ CREATE TABLE verdicts (
     verdict       text NOT NULL CHECK (verdict IN ('confirm', 'overturn', 'escalate')),
     category      text,
     note          text NOT NULL DEFAULT '',
+    bank_updates  jsonb NOT NULL DEFAULT '[]', -- hash-bank-updates records to publish with it
     decided_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
     published_at  timestamptz                  -- set once the record is on moderator-decisions
 );
