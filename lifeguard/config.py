@@ -37,6 +37,7 @@ class Topics(_Section):
     decisions: str = "decisions"
     review_queue: str = "review-queue"
     parent_alerts: str = "parent-alerts"
+    labels: str = "labels"
     dead_letter: str = "dead-letter"
 
     def inputs(self) -> list[str]:

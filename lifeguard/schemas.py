@@ -150,6 +150,8 @@ class ModeratorDecision(_Record):
     verdict: Literal["confirm", "overturn", "escalate"]
     category: str | None = None
     note: str = ""
+    # Whose content was judged (the review item's user): their behaviour features count confirmed violations.
+    user_id: Id | None = None
 
 
 # ---- outputs -------------------------------------------------------------------------------------
@@ -170,6 +172,8 @@ class Decision(_Record):
     event_ts: EpochMillis
     decided_ts: EpochMillis
     latency_ms: int = Field(description="decided_ts minus the Kafka timestamp of the input record")
+    supersedes: EpochMillis | None = Field(None, description="a correction after a reviewer's verdict: the "
+                                                             "decided_ts of the decision on this event it replaces")
 
 
 class ReviewItem(_Record):
@@ -197,12 +201,28 @@ class ParentAlert(_Record):
     event_id: Id
     parent_id: Id
     child_id: Id
-    kind: Literal["harmful_content", "grooming_risk", "stranger_time", "screen_time", "age_mismatch", "image_shared"]
+    kind: Literal["harmful_content", "grooming_risk", "stranger_time", "screen_time", "age_mismatch", "image_shared",
+                  "correction"]
     severity: Literal["info", "warning", "urgent"]
     child_role: Literal["sender", "recipient", "subject"]
     summary: str
     reasons: list[str]
     created_ts: EpochMillis
+
+
+class Label(_Record):
+    """Topic ``labels``: a reviewer's verdict on a message as a training label (the excerpt as reviewers saw
+    it, personal information masked)."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    label_id: Id
+    event_id: Id
+    text: str
+    categories: list[str] = Field(description="confirm: the category the reviewer named; overturn: the "
+                                              "categories the automated decision acted on")
+    verdict: Literal["confirm", "overturn"]
+    reviewers: list[str]
+    decided_ts: EpochMillis
 
 
 class DeadLetter(_Record):
@@ -229,6 +249,7 @@ OUTPUT_SCHEMAS: dict[str, type[_Record]] = {
     "decisions": Decision,
     "review-queue": ReviewItem,
     "parent-alerts": ParentAlert,
+    "labels": Label,
     "dead-letter": DeadLetter,
 }
 
@@ -259,6 +280,9 @@ EXAMPLES: dict[str, dict] = {
                       "severity": "urgent", "child_role": "recipient",
                       "summary": "Lifeguard blocked a direct message sent to your child (toxicity).",
                       "reasons": ["model:toxicity 0.93 >= block 0.85 for under_13"], "created_ts": 1767225600012},
+    "labels": {"schema_version": 1, "label_id": "md-5e1f:label", "event_id": "c-7f3a",
+               "text": "add me on snapchat so we can talk more", "categories": ["pii"], "verdict": "confirm",
+               "reviewers": ["mod-4"], "decided_ts": 1767225900000},
     "dead-letter": {"schema_version": 1, "source_topic": "chat", "source_partition": 0, "source_offset": 42,
                     "reason": "not valid JSON: Expecting value: line 1 column 1 (char 0)", "error_kind": "not_json",
                     "original_b64": "bm90IGpzb24=", "event_id": None, "created_ts": 1767225600013},

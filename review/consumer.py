@@ -1,16 +1,17 @@
 """Kafka in and out of the review store: `lifeguard review consume`.
 
-Reads ``review-queue`` (items to store) and ``decisions`` (automated decisions to audit) under a consumer
+Reads ``review-queue`` (items to store), ``decisions`` and ``parent-alerts`` (to audit) under a consumer
 group, and commits a batch's offsets only after its database transaction: with the store's inserts keyed
 by event and source, a crash or a database outage anywhere re-reads records and changes nothing twice. A
-record that is not a valid item or decision goes to ``dead-letter`` with its bytes and the reason. Each
-round also publishes the verdicts waiting in the store's outbox to ``moderator-decisions``, after the bank
-updates they make to ``hash-bank-updates``.
+record that is not valid for its topic goes to ``dead-letter`` with its bytes and the reason. Each round
+also publishes the verdicts waiting in the store's outbox to ``moderator-decisions``, each after what it
+sends out (bank updates, a corrected decision, parent alert corrections, a label: `review.verdicts`).
 
 The moderation job never waits on any of this: it only writes to the topics.
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ class ConsumerCounts:
     items_read: int = 0
     items_new: int = 0
     decisions_read: int = 0
+    alerts_read: int = 0
     dead_letters: int = 0
     verdicts_published: int = 0
     failed_rounds: int = 0
@@ -51,6 +53,9 @@ class ReviewConsumer:
         self.cfg = cfg
         self.topics = cfg.kafka.topics
         self.counts = ConsumerCounts()
+        # topic name -> the schema its records are read with
+        self._schemas = {self.topics.review_queue: "review-queue", self.topics.decisions: "decisions",
+                         self.topics.parent_alerts: "parent-alerts"}
         self._producer = KafkaProducer(bootstrap_servers=cfg.kafka.bootstrap_servers, acks="all", retries=5,
                                        **cfg.kafka.security.python_client_options())
         self._consumer: KafkaConsumer | None = None
@@ -59,7 +64,7 @@ class ReviewConsumer:
     def _kafka(self) -> KafkaConsumer:
         if self._consumer is None:
             self._consumer = KafkaConsumer(
-                self.topics.review_queue, self.topics.decisions, bootstrap_servers=self.cfg.kafka.bootstrap_servers,
+                *self._schemas, bootstrap_servers=self.cfg.kafka.bootstrap_servers,
                 group_id=self.cfg.review.consumer_group, enable_auto_commit=False, auto_offset_reset="earliest",
                 **self.cfg.kafka.security.python_client_options())
         return self._consumer
@@ -82,18 +87,19 @@ class ReviewConsumer:
             return
         try:
             store = self._database()
-            items, decisions = [], []
+            read: dict[str, list[Consumed]] = {schema: [] for schema in self._schemas.values()}
             for records in batch.values():
                 for record in records:
-                    parsed = self._parse(record)
-                    if parsed is not None:
-                        (items if record.topic == self.topics.review_queue else decisions).append(parsed)
-            self.counts.items_new += store.enqueue(items)
-            store.record_decisions(decisions)
+                    if (parsed := self._parse(record)) is not None:
+                        read[self._schemas[record.topic]].append(parsed)
+            # Outputs first: an item's decision is audited before its queueing when both came in one batch.
+            store.record_outputs(read["decisions"], read["parent-alerts"])
+            self.counts.items_new += store.enqueue(read["review-queue"])
             self._producer.flush()  # the round's dead letters are on their topic before the offsets move
             consumer.commit()
-            self.counts.items_read += len(items)
-            self.counts.decisions_read += len(decisions)
+            self.counts.items_read += len(read["review-queue"])
+            self.counts.decisions_read += len(read["decisions"])
+            self.counts.alerts_read += len(read["parent-alerts"])
             self._publish_verdicts(store)
         except psycopg.Error as error:
             self._failed(error)
@@ -112,9 +118,8 @@ class ReviewConsumer:
 
     def _parse(self, record) -> Consumed | None:
         source = SourceRef(record.topic, record.partition, record.offset, record.timestamp)
-        schema = "review-queue" if record.topic == self.topics.review_queue else "decisions"
         try:
-            parsed = parse_record(OUTPUT_SCHEMAS, schema, record.value, self.cfg.limits.max_record_bytes)
+            parsed = parse_record(OUTPUT_SCHEMAS, self._schemas[record.topic], record.value, self.cfg.limits.max_record_bytes)
         except Rejected as rejected:
             letter = dead_letter(source, record.value, rejected, _now_ms())
             self._producer.send(self.topics.dead_letter, key=record.key, value=letter.model_dump_json().encode())
@@ -125,10 +130,9 @@ class ReviewConsumer:
     def _publish_verdicts(self, store: ReviewStore) -> None:
         pending = store.pending_publication()
         for publication in pending:
-            # The bank changes first: a consumer that acts on the verdict finds the banks already changed.
-            for update in publication.bank_updates:
-                self._producer.send(self.topics.hash_bank_updates, key=update.bank.encode(),
-                                    value=update.model_dump_json().encode())
+            for record in publication.records:
+                self._producer.send(getattr(self.topics, record["topic"]), key=record["key"].encode(),
+                                    value=json.dumps(record["value"]).encode())
             decision = publication.decision
             self._producer.send(self.topics.moderator_decisions, key=decision.subject_event_id.encode(),
                                 value=decision.model_dump_json().encode())

@@ -3,17 +3,17 @@
 - Items arrive from ``review-queue`` and are stored once by ``event_id``: a re-delivered item changes nothing.
 - A reviewer claims the most urgent waiting item with ``FOR UPDATE SKIP LOCKED`` under a lease: two
   reviewers never get the same item, and an item whose lease lapses goes back to the queue.
-- A verdict is stored with the claim's end in one transaction; the verdicts table is also the outbox to
-  ``moderator-decisions`` (`pending_publication`, `mark_published`), so a verdict is never lost between the
-  database and Kafka, and is published at least once. A verdict on an upload also carries the bank
-  updates it makes (`bank_updates`): a confirmed image's hashes join the block bank, an overturned one's
-  the allow bank, through ``hash-bank-updates`` like every other bank change.
-- Every step, and every automated decision read from ``decisions``, is appended to ``audit_log``, which
-  no role may change (migration 0001).
+- A verdict is stored with the claim's end in one transaction, with what it sends out
+  (`review.verdicts.consequences`: bank updates, a corrected decision, parent alert corrections, a
+  label); the verdicts table is the outbox (`pending_publication`, `mark_published`), so nothing is lost
+  between the database and Kafka, and everything is published at least once.
+- Every step, and every automated decision and parent alert read from Kafka, is appended to
+  ``audit_log``, which no role may change (migration 0001).
 """
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,7 +24,8 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from lifeguard.config import ReviewConfig
-from lifeguard.schemas import SCHEMA_VERSION, Decision, HashBankUpdate, ModeratorDecision, ReviewItem
+from lifeguard.schemas import SCHEMA_VERSION, Decision, ModeratorDecision, ParentAlert, ReviewItem
+from review.verdicts import OutboxRecord, consequences
 
 R = TypeVar("R")
 ITEM_FIELDS = tuple(ReviewItem.model_fields)
@@ -45,10 +46,10 @@ class Consumed(Generic[R]):
 
 @dataclass(frozen=True)
 class Publication:
-    """A verdict waiting in the outbox: its record, and the bank updates to publish before it."""
+    """A verdict waiting in the outbox: what it sends out (published first), then its own record."""
 
     decision: ModeratorDecision
-    bank_updates: list[HashBankUpdate]
+    records: list[dict]  # OutboxRecord as JSON: {"topic": role, "key": ..., "value": {...}}
 
 
 @dataclass(frozen=True)
@@ -70,18 +71,20 @@ WITH incoming AS (
     ON CONFLICT (event_id) DO NOTHING
     RETURNING event_id
 )
-INSERT INTO audit_log (event_id, actor, action, detail, source)
+INSERT INTO audit_log (event_id, actor, action, detail, record_kind, source)
 SELECT event_id, 'lifeguard', 'queued for review',
-       jsonb_build_object('kind', kind, 'priority', priority, 'categories', categories, 'reasons', reasons), source
+       jsonb_build_object('kind', kind, 'priority', priority, 'categories', categories, 'reasons', reasons),
+       'review_item', source
 FROM incoming JOIN inserted USING (event_id)
 ON CONFLICT (source) DO NOTHING
 RETURNING event_id
 """
 
-_RECORD_DECISIONS = """
-INSERT INTO audit_log (event_id, actor, action, detail, source)
-SELECT event_id, actor, action, detail, source
-FROM jsonb_to_recordset(%(rows)s) AS r(event_id text, actor text, action text, detail jsonb, source text)
+_RECORD_OUTPUTS = """
+INSERT INTO audit_log (event_id, actor, action, detail, record_kind, record, source)
+SELECT event_id, actor, action, detail, record_kind, record, source
+FROM jsonb_to_recordset(%(rows)s) AS r(event_id text, actor text, action text, detail jsonb, record_kind text,
+                                       record jsonb, source text)
 ON CONFLICT (source) DO NOTHING
 """
 
@@ -108,7 +111,7 @@ SET state = CASE WHEN %(verdict)s = 'escalate' THEN 'waiting' ELSE 'decided' END
     claimed_by = NULL, claimed_at = NULL, lease_expires = NULL
 WHERE event_id = %(event_id)s AND state = 'claimed' AND claimed_by = %(reviewer)s
   AND lease_expires >= clock_timestamp()
-RETURNING hashes
+RETURNING *
 """
 
 
@@ -134,16 +137,12 @@ class ReviewStore:
         with self._db.transaction():
             return len(self._db.execute(_ENQUEUE, {"rows": Jsonb(rows)}).fetchall()) if rows else 0
 
-    def record_decisions(self, decisions: Sequence[Consumed[Decision]]) -> None:
-        """Appends the automated decisions to the audit log (a re-delivered one adds nothing)."""
-        rows = [{"event_id": c.record.event_id, "source": c.source,
-                 "actor": f"policy {c.record.policy_version}, model {c.record.model_version}",
-                 "action": f"decided {c.record.action.value}",
-                 "detail": c.record.model_dump(mode="json", exclude={"event_id", "schema_version"})}
-                for c in decisions]
+    def record_outputs(self, decisions: Sequence[Consumed[Decision]], alerts: Sequence[Consumed[ParentAlert]]) -> None:
+        """Appends the job's decisions and parent alerts to the audit log (a re-delivered one adds nothing)."""
+        rows = [_decision_row(c) for c in decisions] + [_alert_row(c) for c in alerts]
         if rows:
             with self._db.transaction():
-                self._db.execute(_RECORD_DECISIONS, {"rows": Jsonb(rows)})
+                self._db.execute(_RECORD_OUTPUTS, {"rows": Jsonb(rows)})
 
     def claim_next(self, reviewer: str, senior: bool = False) -> ReviewItem | None:
         """The most urgent item `reviewer` may take, now claimed by them for `lease_s`; None if none waits."""
@@ -152,7 +151,7 @@ class ReviewStore:
             if row is None:
                 return None
             self._audit(row["event_id"], reviewer, "claimed", {"lease_expires": row["lease_expires"].isoformat()})
-        return ReviewItem.model_validate({name: row[name] for name in ITEM_FIELDS if name in row} | {"schema_version": 1})
+        return _item(row)
 
     def decide(self, event_id: str, reviewer: str, verdict: str, category: str | None = None,
                note: str = "") -> ModeratorDecision:
@@ -161,31 +160,33 @@ class ReviewStore:
         may be someone else's now), the item was decided, or it was never claimed by this reviewer."""
         if verdict == "confirm" and not category:
             raise ReviewError("a confirmed violation needs its category")
-        decision = ModeratorDecision(schema_version=SCHEMA_VERSION, event_id=f"md-{uuid.uuid4().hex}",
-                                     moderator_id=reviewer, subject_event_id=event_id, verdict=verdict,
-                                     category=category, note=note)
         with self._db.transaction():
             ended = self._db.execute(_END_CLAIM, {"event_id": event_id, "reviewer": reviewer, "verdict": verdict}).fetchone()
             if ended is None:
                 raise ReviewError(f"{reviewer} holds no live claim on {event_id}: claim it again from the queue")
-            updates = bank_updates(decision, ended["hashes"], self.config)
-            self._db.execute("INSERT INTO verdicts (decision_id, event_id, reviewer, verdict, category, note, bank_updates) "
+            item = _item(ended)
+            decision = ModeratorDecision(schema_version=SCHEMA_VERSION, event_id=f"md-{uuid.uuid4().hex}",
+                                         moderator_id=reviewer, subject_event_id=event_id, verdict=verdict,
+                                         category=category, note=note, user_id=item.user_id)
+            records = consequences(decision, item, self._latest_decision(event_id), self._alerts(event_id),
+                                   self.config, int(time.time() * 1000))
+            self._db.execute("INSERT INTO verdicts (decision_id, event_id, reviewer, verdict, category, note, outbox) "
                              "VALUES (%s, %s, %s, %s, %s, %s, %s)",
                              (decision.event_id, event_id, reviewer, verdict, category, note,
-                              Jsonb([u.model_dump(mode="json") for u in updates])))
-            self._audit(event_id, reviewer, verdict, {"decision_id": decision.event_id, "category": category, "note": note,
-                                                      "banked": [f"{u.bank} {u.signal_type}" for u in updates]})
+                              Jsonb([_outbox_json(r) for r in records])))
+            self._audit(event_id, reviewer, verdict, {"decision_id": decision.event_id, "category": category,
+                                                      "note": note, "sends": [r.topic for r in records]})
         return decision
 
     def pending_publication(self, limit: int = 500) -> list[Publication]:
-        """Verdicts not yet on moderator-decisions, oldest first."""
-        rows = self._db.execute("SELECT decision_id, event_id, reviewer, verdict, category, note, bank_updates "
-                                "FROM verdicts WHERE published_at IS NULL ORDER BY decided_at LIMIT %s", (limit,)).fetchall()
+        """Verdicts not yet published, oldest first."""
+        rows = self._db.execute("SELECT v.*, i.user_id FROM verdicts v JOIN review_items i USING (event_id) "
+                                "WHERE v.published_at IS NULL ORDER BY v.decided_at LIMIT %s", (limit,)).fetchall()
         self._db.commit()
         return [Publication(ModeratorDecision(schema_version=SCHEMA_VERSION, event_id=r["decision_id"],
                                               moderator_id=r["reviewer"], subject_event_id=r["event_id"],
-                                              verdict=r["verdict"], category=r["category"], note=r["note"]),
-                            [HashBankUpdate.model_validate_json(json.dumps(u)) for u in r["bank_updates"]])
+                                              verdict=r["verdict"], category=r["category"], note=r["note"],
+                                              user_id=r["user_id"]), r["outbox"])
                 for r in rows]
 
     def mark_published(self, decision_ids: Sequence[str]) -> None:
@@ -200,20 +201,44 @@ class ReviewStore:
         self._db.commit()
         return [AuditEntry(**row) for row in rows]
 
+    def _latest_decision(self, event_id: str) -> Decision | None:
+        row = self._db.execute("SELECT record FROM audit_log WHERE event_id = %s AND record_kind = 'decision' "
+                               "ORDER BY id DESC LIMIT 1", (event_id,)).fetchone()
+        return None if row is None else Decision.model_validate_json(json.dumps(row["record"]))
+
+    def _alerts(self, event_id: str) -> list[ParentAlert]:
+        rows = self._db.execute("SELECT record FROM audit_log WHERE event_id = %s AND record_kind = 'parent_alert' "
+                                "ORDER BY id", (event_id,)).fetchall()
+        return [ParentAlert.model_validate_json(json.dumps(row["record"])) for row in rows]
+
     def _audit(self, event_id: str, actor: str, action: str, detail: dict) -> None:
         self._db.execute("INSERT INTO audit_log (event_id, actor, action, detail) VALUES (%s, %s, %s, %s)",
                          (event_id, actor, action, Jsonb(detail)))
 
 
-def bank_updates(decision: ModeratorDecision, hashes: dict[str, str], config: ReviewConfig) -> list[HashBankUpdate]:
-    """The bank adds a verdict on an upload with `hashes` makes: a confirmed violation's hashes join the
-    block bank, an overturned one's the allow bank, each noted with the decision; none for an escalation
-    or an item without hashes."""
-    bank = {"confirm": config.confirmed_bank, "overturn": config.cleared_bank}.get(decision.verdict)
-    if bank is None:
-        return []
-    what = f"confirmed {decision.category}" if decision.verdict == "confirm" else "overturned"
-    return [HashBankUpdate(schema_version=SCHEMA_VERSION, event_id=f"{decision.event_id}:{signal_type}", op="add",
-                           bank=bank, signal_type=signal_type, hash=hash_,
-                           note=f"reviewer decision {decision.event_id}: {what}")
-            for signal_type, hash_ in sorted(hashes.items())]
+def _item(row: dict) -> ReviewItem:
+    return ReviewItem.model_validate({name: row[name] for name in ITEM_FIELDS if name in row}
+                                     | {"schema_version": SCHEMA_VERSION})
+
+
+def _outbox_json(record: OutboxRecord) -> dict:
+    return {"topic": record.topic, "key": record.key, "value": record.value.model_dump(mode="json")}
+
+
+def _decision_row(consumed: Consumed[Decision]) -> dict:
+    decision = consumed.record
+    correction = decision.supersedes is not None
+    return {"event_id": decision.event_id, "source": consumed.source, "record_kind": "decision",
+            "record": decision.model_dump(mode="json"),
+            "actor": "lifeguard review" if correction else f"policy {decision.policy_version}, model {decision.model_version}",
+            "action": f"decided {decision.action.value}" + (" (correction)" if correction else ""),
+            "detail": {"reasons": decision.reasons, "age_band": decision.age_band.value,
+                       **({"supersedes": decision.supersedes} if correction else {})}}
+
+
+def _alert_row(consumed: Consumed[ParentAlert]) -> dict:
+    alert = consumed.record
+    return {"event_id": alert.event_id, "source": consumed.source, "record_kind": "parent_alert",
+            "record": alert.model_dump(mode="json"), "actor": "lifeguard",
+            "action": f"alerted parent {alert.parent_id} ({alert.kind}, {alert.severity})",
+            "detail": {"child_role": alert.child_role, "summary": alert.summary}}

@@ -13,7 +13,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from lifeguard.config import load_config
-from lifeguard.schemas import EXAMPLES, Decision, ModeratorDecision, ReviewItem
+from lifeguard.schemas import EXAMPLES, Decision, ModeratorDecision, ParentAlert, ReviewItem
 from review.consumer import ReviewConsumer
 from review.schema import migrations, prepare_database
 from review.store import Consumed, ReviewError, ReviewStore
@@ -164,11 +164,12 @@ def test_a_verdict_on_an_upload_sends_its_hashes_to_a_bank(cfg):
     overturned = (store.claim_next("ana"), store.decide("up-2", "ana", "overturn"))[1]
     store.claim_next("ana")
     store.decide("c-1", "ana", "confirm", "pii")
-    published = {p.decision.subject_event_id: p.bank_updates for p in store.pending_publication()}
-    assert [(u.bank, u.signal_type, u.hash) for u in published["up-1"]] == [
+    published = {p.decision.subject_event_id: [r for r in p.records if r["topic"] == "hash_bank_updates"]
+                 for p in store.pending_publication()}
+    assert [(r["value"]["bank"], r["value"]["signal_type"], r["value"]["hash"]) for r in published["up-1"]] == [
         ("reviewer-confirmed", "phash", UPLOAD_HASHES["phash"]), ("reviewer-confirmed", "sha256", UPLOAD_HASHES["sha256"])]
-    assert {u.note for u in published["up-1"]} == {f"reviewer decision {confirmed.event_id}: confirmed nudity"}
-    assert {(u.bank, u.note) for u in published["up-2"]} == {
+    assert {r["value"]["note"] for r in published["up-1"]} == {f"reviewer decision {confirmed.event_id}: confirmed nudity"}
+    assert {(r["value"]["bank"], r["value"]["note"]) for r in published["up-2"]} == {
         ("reviewer-cleared", f"reviewer decision {overturned.event_id}: overturned")}
     assert published["c-1"] == []  # a chat message has no hashes to bank
 
@@ -184,14 +185,33 @@ def test_the_audit_log_refuses_updates_deletes_and_truncation(cfg):
     assert [e.action for e in store.history("c-1")] == ["queued for review"]
 
 
-def test_automated_decisions_are_audited_once(cfg):
+DECISION = Decision.model_validate_json(json.dumps(EXAMPLES["decisions"]))
+ALERT = ParentAlert.model_validate_json(json.dumps(EXAMPLES["parent-alerts"]))
+
+
+def test_automated_decisions_and_alerts_are_audited_once(cfg):
     store = _store(cfg)
-    decision = Decision.model_validate_json(json.dumps(EXAMPLES["decisions"]))
-    store.record_decisions([Consumed(decision, "decisions:0:5")])
-    store.record_decisions([Consumed(decision, "decisions:0:5")])  # re-delivered
-    (entry,) = store.history(decision.event_id)
-    assert (entry.actor, entry.action) == ("policy 2026-11-23.1, model text-linear-2", "decided block")
-    assert entry.detail["reasons"] == decision.reasons
+    store.record_outputs([Consumed(DECISION, "decisions:0:5")], [Consumed(ALERT, "parent-alerts:1:9")])
+    store.record_outputs([Consumed(DECISION, "decisions:0:5")], [Consumed(ALERT, "parent-alerts:1:9")])  # again
+    decided, alerted = store.history(DECISION.event_id)
+    assert (decided.actor, decided.action) == ("policy 2026-11-23.1, model text-linear-2", "decided block")
+    assert decided.detail["reasons"] == DECISION.reasons
+    assert alerted.action == "alerted parent p-517 (harmful_content, urgent)"
+
+
+def test_an_overturned_block_sends_its_correction_with_the_verdict(cfg):
+    store = _store(cfg)
+    store.record_outputs([Consumed(DECISION, "decisions:0:5")], [Consumed(ALERT, "parent-alerts:1:9")])
+    store.enqueue([_item(DECISION.event_id, 1.0)])
+    store.claim_next("ana")
+    verdict = store.decide(DECISION.event_id, "ana", "overturn")
+    (publication,) = store.pending_publication()
+    assert publication.decision == verdict and verdict.user_id == "u-102"
+    by_topic = {r["topic"]: r["value"] for r in publication.records}
+    assert set(by_topic) == {"decisions", "parent_alerts", "labels"}
+    assert (by_topic["decisions"]["action"], by_topic["decisions"]["supersedes"]) == ("allow", DECISION.decided_ts)
+    assert by_topic["parent_alerts"]["kind"] == "correction"
+    assert by_topic["labels"]["verdict"] == "overturn" and by_topic["labels"]["categories"] == ["pii"]
 
 
 def _send(cfg, topic: str, values: list[bytes]) -> None:
@@ -225,6 +245,8 @@ def test_the_consumer_stores_items_audits_decisions_dead_letters_the_rest_and_pu
     store.decide(claimed.event_id, "ana", "confirm", "pii")
     _rounds(consumer, lambda: consumer.counts.verdicts_published == 1)
     assert kafka_io.read(cfg.kafka, [topics.hash_bank_updates], timeout_s=2) == []  # a chat item banks nothing
+    (label,) = kafka_io.read(cfg.kafka, [topics.labels], until=lambda got: len(got) >= 1)
+    assert (label.json()["event_id"], label.json()["categories"]) == ("c-2", ["pii"])
     letters = kafka_io.read(cfg.kafka, [topics.dead_letter], until=lambda got: len(got) >= 2)
     assert sorted(json.loads(r.value)["error_kind"] for r in letters) == ["not_json", "not_json"]
     (published,) = kafka_io.read(cfg.kafka, [topics.moderator_decisions], until=lambda got: len(got) >= 1)

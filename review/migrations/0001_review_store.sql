@@ -1,5 +1,4 @@
--- The review queue, the reviewers' verdicts (also the outbox to moderator-decisions and hash-bank-updates)
--- and the audit log.
+-- The review queue, the reviewers' verdicts (also the outbox of what each sends out) and the audit log.
 
 CREATE TABLE review_items (
     event_id      text PRIMARY KEY,            -- the reviewed event's id: a re-delivered item changes nothing
@@ -29,7 +28,7 @@ CREATE TABLE verdicts (
     verdict       text NOT NULL CHECK (verdict IN ('confirm', 'overturn', 'escalate')),
     category      text,
     note          text NOT NULL DEFAULT '',
-    bank_updates  jsonb NOT NULL DEFAULT '[]', -- hash-bank-updates records to publish with it
+    outbox        jsonb NOT NULL DEFAULT '[]', -- what it sends out besides itself (review.verdicts)
     decided_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
     published_at  timestamptz                  -- set once the record is on moderator-decisions
 );
@@ -44,7 +43,10 @@ CREATE TABLE audit_log (
     actor     text NOT NULL,                   -- a reviewer's name, or the policy and model that decided
     action    text NOT NULL,
     detail    jsonb NOT NULL DEFAULT '{}',
-    source    text UNIQUE                      -- topic:partition:offset of the record it came from, if any
+    -- A row read from Kafka: what it was, the record itself, and topic:partition:offset (read once).
+    record_kind text CHECK (record_kind IN ('decision', 'review_item', 'parent_alert')),
+    record    jsonb,
+    source    text UNIQUE
 );
 CREATE INDEX audit_log_event ON audit_log (event_id, id);
 

@@ -1,0 +1,90 @@
+"""The review loop end to end on the real broker, moderation job and PostgreSQL: an upload near a banned
+image goes to review, a reviewer confirms it, and an edited re-upload is blocked by the hash the verdict
+banked, with the decision in its reasons; the audit log holds the whole history in order."""
+from __future__ import annotations
+
+import random
+import time
+import uuid
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from jobtest import SEED, Job, started_job, upload
+from lifeguard.config import load_config
+from review.consumer import ReviewConsumer
+from review.schema import prepare_database
+from review.store import ReviewStore
+from tools.simulator import benign_images, edited_reupload
+from udfs.images import decode_image, image_hashes
+
+
+@pytest.fixture(scope="module")
+def job(services, tmp_path_factory):
+    database = f"lifeguard_test_{uuid.uuid4().hex[:8]}"
+    with started_job(tmp_path_factory.mktemp("review-loop"), LIFEGUARD_REVIEW__DATABASE=database) as job:
+        prepare_database(job.cfg.review)
+        yield job
+    with psycopg.connect(**job.cfg.review.connection_options("postgres"), autocommit=True) as connection:
+        connection.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(database)))
+
+
+def decided(job: Job, event: dict, timeout_s: float = 90) -> dict:
+    job.produce([("uploads", event)])
+    found = [r.json() for r in job.outputs({event["event_id"]}, timeout_s=timeout_s)["decisions"]
+             if r.json()["event_id"] == event["event_id"]]
+    assert found, f"no decision for {event['event_id']} within {timeout_s}s"
+    return found[0]
+
+
+def consume_until(consumer: ReviewConsumer, done, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        assert time.monotonic() < deadline, f"review consumer: {consumer.counts}"
+        consumer.run_round(poll_ms=200)
+
+
+def near_miss(phash: str, bits: int) -> str:
+    """`phash` with its lowest `bits` bits flipped: that many bits away."""
+    return f"{int(phash, 16) ^ ((1 << bits) - 1):016x}"
+
+
+def test_a_confirmed_upload_blocks_its_edited_reupload_with_the_reviewers_decision(job):
+    image = next(data for data, content_type in benign_images(SEED + 1) if content_type == "image/png")
+    phash = image_hashes(decode_image(image, 10**6, 10**7), image).phash
+    # A banned image 8 bits away: past the block bank's match distance (6), within its near miss (10).
+    job.produce([("hash_bank_updates", {"schema_version": 1, "event_id": f"hb-{uuid.uuid4().hex[:8]}", "op": "add",
+                                        "bank": "block", "signal_type": "phash", "hash": near_miss(phash, 8)})])
+    first = upload("teen", image)
+    deadline = time.monotonic() + 60
+    while (decision := decided(job, first))["action"] != "review":  # until the bank update is in force
+        assert time.monotonic() < deadline, decision
+        first = upload("teen", image)
+    assert any("near miss" in reason for reason in decision["reasons"])
+
+    consumer = ReviewConsumer(job.cfg)
+    store = ReviewStore.connect(job.cfg.review)
+    consume_until(consumer, lambda: store.history(first["event_id"]) != [])
+    item = store.claim_next("ana")
+    while item.event_id != first["event_id"]:  # an earlier probe's item, before the bank update took
+        store.decide(item.event_id, "ana", "overturn")
+        item = store.claim_next("ana")
+    assert item.kind == "upload" and item.hashes["phash"] == phash
+    verdict = store.decide(item.event_id, "ana", "confirm", "nudity")
+    consume_until(consumer, lambda: not store.pending_publication())
+
+    edited = edited_reupload(image, "jpeg", random.Random(3))[0]
+    deadline = time.monotonic() + 60
+    while (again := decided(job, upload("adult", edited)))["action"] != "block":
+        assert time.monotonic() < deadline, again
+    assert any("bank reviewer-confirmed" in r and f"reviewer decision {verdict.event_id}: confirmed nudity" in r
+               for r in again["reasons"]), again["reasons"]
+
+    consume_until(consumer, lambda: len(store.history(first["event_id"])) >= 4)
+    history = store.history(first["event_id"])
+    # The decision and the review item travel on two topics: either may be read first.
+    assert {e.action for e in history[:2]} == {"decided review", "queued for review"}
+    assert [e.action for e in history[2:]] == ["claimed", "confirm"]
+    assert history[-1].actor == "ana" and history[-1].detail["decision_id"] == verdict.event_id
+    assert job.job.alive()
