@@ -31,6 +31,7 @@ class Topics(_Section):
     uploads: str = "uploads"
     chat: str = "chat"
     sessions: str = "sessions"
+    appeals: str = "appeals"
     hash_bank_updates: str = "hash-bank-updates"
     policy_updates: str = "policy-updates"
     moderator_decisions: str = "moderator-decisions"
@@ -296,6 +297,8 @@ class ReviewConfig(_Section):
     # violation to a block bank, an overturned one to an allow bank. Their kinds are policy (images.banks).
     confirmed_bank: str = "reviewer-confirmed"
     cleared_bank: str = "reviewer-cleared"
+    # An appeal's priority is at least this: above every ordinary item (at most 3: risk 1, a room, a minor).
+    appeal_priority: float = Field(5.0, ge=0)
 
     @property
     def address(self) -> str:

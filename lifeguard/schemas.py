@@ -119,6 +119,13 @@ class SessionEvent(_Input):
         return self
 
 
+class Appeal(_Input):
+    """Topic ``appeals``: a user contests a decision on their own content."""
+
+    subject_event_id: Id = Field(description="the decided event the appeal contests")
+    statement: Annotated[str, StringConstraints(max_length=2000)] = ""
+
+
 class HashBankUpdate(_Record):
     """Topic ``hash-bank-updates``: add or remove a hash, enable or disable a bank."""
 
@@ -182,7 +189,7 @@ class ReviewItem(_Record):
     schema_version: Literal[1] = SCHEMA_VERSION
     event_id: Id
     user_id: Id
-    kind: Literal["chat", "upload", "conversation", "account"]
+    kind: Literal["chat", "upload", "conversation", "account", "appeal"]
     priority: float = Field(ge=0, description="risk x virality; higher is more urgent")
     categories: list[str]
     reasons: list[str]
@@ -191,6 +198,8 @@ class ReviewItem(_Record):
     # An upload's hashes (its first frame's; PDQ only where good enough to match): a confirmed item's go
     # to the block bank.
     hashes: dict[Literal["sha256", "phash", "pdq"], str] = {}
+    # An appeal's item: the contested event, which its verdict corrects.
+    subject_event_id: Id | None = None
 
 
 class ParentAlert(_Record):
@@ -240,6 +249,8 @@ class DeadLetter(_Record):
 
 
 INPUT_SCHEMAS: dict[str, type[_Input]] = {"chat": ChatMessage, "uploads": Upload, "sessions": SessionEvent}
+# What users send to the review store rather than to the moderation job.
+REVIEW_INPUT_SCHEMAS: dict[str, type[_Input]] = {"appeals": Appeal}
 CONTROL_SCHEMAS: dict[str, type[_Record]] = {
     "hash-bank-updates": HashBankUpdate,
     "policy-updates": PolicyUpdate,
@@ -261,6 +272,8 @@ EXAMPLES: dict[str, dict] = {
                 "image_b64": "iVBORw0KGgo...", "uri": None, "caption": "my castle"},
     "sessions": {"schema_version": 1, "event_id": "s-55e0", "ts": 1767225599000, "user_id": "u-102",
                  "type": "join", "room_id": "r-lobby"},
+    "appeals": {"schema_version": 1, "event_id": "ap-3c1d", "ts": 1767226000000, "user_id": "u-102",
+                "subject_event_id": "c-7f3a", "statement": "it was a joke between friends"},
     "hash-bank-updates": {"schema_version": 1, "event_id": "hb-1", "op": "add", "bank": "known-bad",
                           "signal_type": "phash", "hash": "d1c4e0b0f0f8f8f0"},
     "policy-updates": {"schema_version": 1, "event_id": "pol-2", "policy": {"version": "2026-11-23.2"}},

@@ -1,9 +1,10 @@
 """Kafka in and out of the review store: `lifeguard review consume`.
 
-Reads ``review-queue`` (items to store), ``decisions`` and ``parent-alerts`` (to audit) under a consumer
-group, and commits a batch's offsets only after its database transaction: with the store's inserts keyed
+Reads ``review-queue`` (items to store), ``appeals`` (items above the ordinary queue), ``decisions`` and
+``parent-alerts`` (to audit) under a consumer group, and commits a batch's offsets only after its database transaction: with the store's inserts keyed
 by event and source, a crash or a database outage anywhere re-reads records and changes nothing twice. A
-record that is not valid for its topic goes to ``dead-letter`` with its bytes and the reason. Each round
+record that is not valid for its topic, or an appeal with nothing to appeal, goes to ``dead-letter`` with
+its bytes and the reason. Each round
 also publishes the verdicts waiting in the store's outbox to ``moderator-decisions``, each after what it
 sends out (bank updates, a corrected decision, parent alert corrections, a label: `review.verdicts`).
 
@@ -22,7 +23,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 
 from lifeguard.config import LifeguardConfig
-from lifeguard.schemas import OUTPUT_SCHEMAS
+from lifeguard.schemas import OUTPUT_SCHEMAS, REVIEW_INPUT_SCHEMAS
 from review.store import Consumed, ReviewStore
 from udfs.parse import Rejected, SourceRef, dead_letter, parse_record
 
@@ -38,6 +39,7 @@ class ConsumerCounts:
     items_new: int = 0
     decisions_read: int = 0
     alerts_read: int = 0
+    appeals_new: int = 0
     dead_letters: int = 0
     verdicts_published: int = 0
     failed_rounds: int = 0
@@ -55,7 +57,7 @@ class ReviewConsumer:
         self.counts = ConsumerCounts()
         # topic name -> the schema its records are read with
         self._schemas = {self.topics.review_queue: "review-queue", self.topics.decisions: "decisions",
-                         self.topics.parent_alerts: "parent-alerts"}
+                         self.topics.parent_alerts: "parent-alerts", self.topics.appeals: "appeals"}
         self._producer = KafkaProducer(bootstrap_servers=cfg.kafka.bootstrap_servers, acks="all", retries=5,
                                        **cfg.kafka.security.python_client_options())
         self._consumer: KafkaConsumer | None = None
@@ -87,14 +89,20 @@ class ReviewConsumer:
             return
         try:
             store = self._database()
-            read: dict[str, list[Consumed]] = {schema: [] for schema in self._schemas.values()}
+            read: dict[str, list[tuple]] = {schema: [] for schema in self._schemas.values()}  # (record, Consumed)
             for records in batch.values():
                 for record in records:
-                    if (parsed := self._parse(record)) is not None:
-                        read[self._schemas[record.topic]].append(parsed)
+                    if (consumed := self._parse(record)) is not None:
+                        read[self._schemas[record.topic]].append((record, consumed))
+            valid = {schema: [consumed for _, consumed in pairs] for schema, pairs in read.items()}
             # Outputs first: an item's decision is audited before its queueing when both came in one batch.
-            store.record_outputs(read["decisions"], read["parent-alerts"])
-            self.counts.items_new += store.enqueue(read["review-queue"])
+            store.record_outputs(valid["decisions"], valid["parent-alerts"])
+            self.counts.items_new += store.enqueue(valid["review-queue"])
+            for record, appeal in read["appeals"]:
+                try:
+                    self.counts.appeals_new += store.enqueue_appeal(appeal)
+                except Rejected as rejected:
+                    self._dead_letter(record, rejected)
             self._producer.flush()  # the round's dead letters are on their topic before the offsets move
             consumer.commit()
             self.counts.items_read += len(read["review-queue"])
@@ -117,15 +125,19 @@ class ReviewConsumer:
         time.sleep(RETRY_S)
 
     def _parse(self, record) -> Consumed | None:
-        source = SourceRef(record.topic, record.partition, record.offset, record.timestamp)
         try:
-            parsed = parse_record(OUTPUT_SCHEMAS, self._schemas[record.topic], record.value, self.cfg.limits.max_record_bytes)
+            parsed = parse_record(OUTPUT_SCHEMAS | REVIEW_INPUT_SCHEMAS, self._schemas[record.topic], record.value,
+                                  self.cfg.limits.max_record_bytes)
         except Rejected as rejected:
-            letter = dead_letter(source, record.value, rejected, _now_ms())
-            self._producer.send(self.topics.dead_letter, key=record.key, value=letter.model_dump_json().encode())
-            self.counts.dead_letters += 1
+            self._dead_letter(record, rejected)
             return None
         return Consumed(parsed, f"{record.topic}:{record.partition}:{record.offset}")
+
+    def _dead_letter(self, record, rejected: Rejected) -> None:
+        source = SourceRef(record.topic, record.partition, record.offset, record.timestamp)
+        letter = dead_letter(source, record.value, rejected, _now_ms())
+        self._producer.send(self.topics.dead_letter, key=record.key, value=letter.model_dump_json().encode())
+        self.counts.dead_letters += 1
 
     def _publish_verdicts(self, store: ReviewStore) -> None:
         pending = store.pending_publication()

@@ -24,8 +24,8 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from lifeguard.config import ReviewConfig
-from lifeguard.schemas import SCHEMA_VERSION, Decision, ModeratorDecision, ParentAlert, ReviewItem
-from review.verdicts import OutboxRecord, consequences
+from lifeguard.schemas import SCHEMA_VERSION, Appeal, Decision, ModeratorDecision, ParentAlert, ReviewItem
+from review.verdicts import OutboxRecord, appeal_item, consequences
 
 R = TypeVar("R")
 ITEM_FIELDS = tuple(ReviewItem.model_fields)
@@ -64,16 +64,19 @@ _ENQUEUE = """
 WITH incoming AS (
     SELECT DISTINCT ON (event_id) * FROM jsonb_to_recordset(%(rows)s) AS r(
         event_id text, user_id text, kind text, priority float8, categories jsonb, reasons jsonb, excerpt text,
-        created_ts bigint, hashes jsonb, source text)
+        created_ts bigint, hashes jsonb, subject_event_id text, excluded_reviewer text, source text)
 ), inserted AS (
-    INSERT INTO review_items (event_id, user_id, kind, priority, categories, reasons, excerpt, created_ts, hashes)
-    SELECT event_id, user_id, kind, priority, categories, reasons, excerpt, created_ts, hashes FROM incoming
-    ON CONFLICT (event_id) DO NOTHING
-    RETURNING event_id
+    INSERT INTO review_items (event_id, subject_event_id, excluded_reviewer, user_id, kind, priority, categories,
+                              reasons, excerpt, created_ts, hashes)
+    SELECT event_id, coalesce(subject_event_id, event_id), excluded_reviewer, user_id, kind, priority, categories,
+           reasons, excerpt, created_ts, hashes FROM incoming
+    ON CONFLICT DO NOTHING
+    RETURNING event_id, subject_event_id
 )
 INSERT INTO audit_log (event_id, actor, action, detail, record_kind, source)
-SELECT event_id, 'lifeguard', 'queued for review',
-       jsonb_build_object('kind', kind, 'priority', priority, 'categories', categories, 'reasons', reasons),
+SELECT inserted.subject_event_id, 'lifeguard', CASE WHEN kind = 'appeal' THEN 'appealed' ELSE 'queued for review' END,
+       jsonb_build_object('item', event_id, 'kind', kind, 'priority', priority, 'categories', categories,
+                          'reasons', reasons),
        'review_item', source
 FROM incoming JOIN inserted USING (event_id)
 ON CONFLICT (source) DO NOTHING
@@ -96,7 +99,7 @@ SET state = 'claimed', claimed_by = %(reviewer)s, claimed_at = clock_timestamp()
 WHERE event_id = (
     SELECT event_id FROM review_items
     WHERE state <> 'decided' AND (state = 'waiting' OR lease_expires < clock_timestamp())
-      AND (%(senior)s OR NOT senior_only)
+      AND (%(senior)s OR NOT senior_only) AND excluded_reviewer IS DISTINCT FROM %(reviewer)s
     ORDER BY priority DESC, created_ts
     LIMIT 1
     FOR UPDATE SKIP LOCKED)
@@ -131,11 +134,24 @@ class ReviewStore:
     def close(self) -> None:
         self._db.close()
 
-    def enqueue(self, items: Sequence[Consumed[ReviewItem]]) -> int:
+    def enqueue(self, items: Sequence[Consumed[ReviewItem]], excluded_reviewer: str | None = None) -> int:
         """Stores the items not stored before, each with its audit row; returns how many were new."""
-        rows = [c.record.model_dump(mode="json") | {"source": c.source} for c in items]
+        rows = [c.record.model_dump(mode="json") | {"source": c.source, "excluded_reviewer": excluded_reviewer}
+                for c in items]
         with self._db.transaction():
             return len(self._db.execute(_ENQUEUE, {"rows": Jsonb(rows)}).fetchall()) if rows else 0
+
+    def enqueue_appeal(self, appeal: Consumed[Appeal]) -> bool:
+        """Queues an appeal as an item above the ordinary queue, which the event's last reviewer may not
+        claim; False if the event was appealed before. ``Rejected`` where there is nothing to appeal."""
+        subject = appeal.record.subject_event_id
+        original = self._db.execute("SELECT * FROM review_items WHERE event_id = %s", (subject,)).fetchone()
+        last = self._db.execute("SELECT reviewer FROM verdicts v JOIN review_items i USING (event_id) "
+                                "WHERE i.subject_event_id = %s ORDER BY v.decided_at DESC LIMIT 1", (subject,)).fetchone()
+        self._db.commit()
+        item = appeal_item(appeal.record, self._latest_decision(subject), None if original is None else _item(original),
+                           self.config)
+        return self.enqueue([Consumed(item, appeal.source)], last and last["reviewer"]) == 1
 
     def record_outputs(self, decisions: Sequence[Consumed[Decision]], alerts: Sequence[Consumed[ParentAlert]]) -> None:
         """Appends the job's decisions and parent alerts to the audit log (a re-delivered one adds nothing)."""
@@ -150,7 +166,8 @@ class ReviewStore:
             row = self._db.execute(_CLAIM, {"reviewer": reviewer, "lease_s": self.lease_s, "senior": senior}).fetchone()
             if row is None:
                 return None
-            self._audit(row["event_id"], reviewer, "claimed", {"lease_expires": row["lease_expires"].isoformat()})
+            self._audit(row["subject_event_id"], reviewer, "claimed",
+                        {"item": row["event_id"], "lease_expires": row["lease_expires"].isoformat()})
         return _item(row)
 
     def decide(self, event_id: str, reviewer: str, verdict: str, category: str | None = None,
@@ -164,27 +181,28 @@ class ReviewStore:
             ended = self._db.execute(_END_CLAIM, {"event_id": event_id, "reviewer": reviewer, "verdict": verdict}).fetchone()
             if ended is None:
                 raise ReviewError(f"{reviewer} holds no live claim on {event_id}: claim it again from the queue")
-            item = _item(ended)
+            item, subject = _item(ended), ended["subject_event_id"]
             decision = ModeratorDecision(schema_version=SCHEMA_VERSION, event_id=f"md-{uuid.uuid4().hex}",
-                                         moderator_id=reviewer, subject_event_id=event_id, verdict=verdict,
+                                         moderator_id=reviewer, subject_event_id=subject, verdict=verdict,
                                          category=category, note=note, user_id=item.user_id)
-            records = consequences(decision, item, self._latest_decision(event_id), self._alerts(event_id),
+            records = consequences(decision, item, self._latest_decision(subject), self._alerts(subject),
                                    self.config, int(time.time() * 1000))
             self._db.execute("INSERT INTO verdicts (decision_id, event_id, reviewer, verdict, category, note, outbox) "
                              "VALUES (%s, %s, %s, %s, %s, %s, %s)",
                              (decision.event_id, event_id, reviewer, verdict, category, note,
                               Jsonb([_outbox_json(r) for r in records])))
-            self._audit(event_id, reviewer, verdict, {"decision_id": decision.event_id, "category": category,
-                                                      "note": note, "sends": [r.topic for r in records]})
+            self._audit(subject, reviewer, verdict, {"decision_id": decision.event_id, "item": event_id,
+                                                     "category": category, "note": note,
+                                                     "sends": [r.topic for r in records]})
         return decision
 
     def pending_publication(self, limit: int = 500) -> list[Publication]:
         """Verdicts not yet published, oldest first."""
-        rows = self._db.execute("SELECT v.*, i.user_id FROM verdicts v JOIN review_items i USING (event_id) "
+        rows = self._db.execute("SELECT v.*, i.user_id, i.subject_event_id FROM verdicts v JOIN review_items i USING (event_id) "
                                 "WHERE v.published_at IS NULL ORDER BY v.decided_at LIMIT %s", (limit,)).fetchall()
         self._db.commit()
         return [Publication(ModeratorDecision(schema_version=SCHEMA_VERSION, event_id=r["decision_id"],
-                                              moderator_id=r["reviewer"], subject_event_id=r["event_id"],
+                                              moderator_id=r["reviewer"], subject_event_id=r["subject_event_id"],
                                               verdict=r["verdict"], category=r["category"], note=r["note"],
                                               user_id=r["user_id"]), r["outbox"])
                 for r in rows]
@@ -217,8 +235,10 @@ class ReviewStore:
 
 
 def _item(row: dict) -> ReviewItem:
-    return ReviewItem.model_validate({name: row[name] for name in ITEM_FIELDS if name in row}
-                                     | {"schema_version": SCHEMA_VERSION})
+    fields = {name: row[name] for name in ITEM_FIELDS if name in row} | {"schema_version": SCHEMA_VERSION}
+    if row["subject_event_id"] == row["event_id"]:  # an item on its own event, not an appeal
+        fields["subject_event_id"] = None
+    return ReviewItem.model_validate(fields)
 
 
 def _outbox_json(record: OutboxRecord) -> dict:

@@ -7,8 +7,11 @@
   names the decision it supersedes by its ``decided_ts``.
 - Parents alerted about an overturned event hear that the alert was wrong (``parent-alerts``, kind
   ``correction``).
-- A verdict on a message is a training label (``labels``).
+- A verdict on a message (an item with an excerpt and no image hashes) is a training label (``labels``).
 An escalation sends nothing but the verdict itself: a senior decides.
+
+An appeal (`appeal_item`) becomes a review item of its own, ranked above the ordinary queue, whose verdict
+corrects the contested event like any other.
 """
 from __future__ import annotations
 
@@ -17,11 +20,10 @@ from dataclasses import dataclass
 from pydantic import BaseModel
 
 from lifeguard.config import ReviewConfig
-from lifeguard.schemas import (SCHEMA_VERSION, Action, Decision, HashBankUpdate, Label, ModeratorDecision,
+from lifeguard.schemas import (SCHEMA_VERSION, Action, Appeal, Decision, HashBankUpdate, Label, ModeratorDecision,
                                ParentAlert, ReviewItem)
-
-TEXT_KINDS = ("chat", "conversation")
-
+from udfs.parse import Rejected
+from udfs.redact import redact
 
 @dataclass(frozen=True)
 class OutboxRecord:
@@ -43,7 +45,7 @@ def consequences(decision: ModeratorDecision, item: ReviewItem, automated: Decis
     if decision.verdict == "overturn":
         records += [OutboxRecord("parent_alerts", a.parent_id, withdrawn(a, decision, now_ms)) for a in alerts
                     if a.kind != "correction"]
-    if item.kind in TEXT_KINDS:
+    if item.excerpt and not item.hashes:  # a message (an image's item has its hashes; a caption is no label)
         label = Label(label_id=f"{decision.event_id}:label", event_id=item.event_id, text=item.excerpt,
                       categories=[decision.category] if decision.verdict == "confirm" else list(item.categories),
                       verdict=decision.verdict, reviewers=[decision.moderator_id], decided_ts=now_ms)
@@ -85,3 +87,24 @@ def withdrawn(alert: ParentAlert, decision: ModeratorDecision, now_ms: int) -> P
 def _because(decision: ModeratorDecision) -> str:
     what = f"confirmed {decision.category}" if decision.verdict == "confirm" else "overturned"
     return f"reviewer decision {decision.event_id}: {what}"
+
+
+def appeal_item(appeal: Appeal, automated: Decision | None, original: ReviewItem | None,
+                config: ReviewConfig) -> ReviewItem:
+    """The review item of an appeal, ranked above the ordinary queue; ``Rejected`` with the reason where
+    there is nothing its user may appeal: no decision on the event is on record, the content is someone
+    else's, or it was allowed."""
+    subject = appeal.subject_event_id
+    if automated is None:
+        raise Rejected("unprocessable", f"appeal of {subject}: no decision on that event is on record", appeal.event_id)
+    if automated.user_id != appeal.user_id:
+        raise Rejected("invalid", f"appeal of {subject}: {appeal.user_id} may appeal only decisions on their own "
+                                  f"content", appeal.event_id)
+    if automated.action is Action.ALLOW:
+        raise Rejected("unprocessable", f"appeal of {subject}: nothing to appeal, it was allowed", appeal.event_id)
+    statement = f"appeal: {redact(appeal.statement)}" if appeal.statement else "appeal"
+    return ReviewItem(event_id=appeal.event_id, user_id=appeal.user_id, kind="appeal",
+                      priority=max(config.appeal_priority, original.priority if original else 0.0),
+                      categories=list(original.categories) if original else [], subject_event_id=subject,
+                      reasons=[*automated.reasons, statement], excerpt=original.excerpt if original else "",
+                      hashes=dict(original.hashes) if original else {}, created_ts=appeal.ts)

@@ -5,7 +5,8 @@ import pytest
 from pydantic import ValidationError
 
 from lifeguard.config import load_config
-from lifeguard.schemas import EXAMPLES, INPUT_SCHEMAS, CONTROL_SCHEMAS, OUTPUT_SCHEMAS, AgeBand, Action
+from lifeguard.schemas import (EXAMPLES, INPUT_SCHEMAS, CONTROL_SCHEMAS, OUTPUT_SCHEMAS, REVIEW_INPUT_SCHEMAS, AgeBand,
+                               Action)
 
 
 def test_environment_overrides_nested_keys(tmp_path):
@@ -83,7 +84,7 @@ def test_shipped_config_loads():
 
 @pytest.mark.parametrize("topic", sorted(EXAMPLES))
 def test_every_topic_example_validates(topic):
-    schema = {**INPUT_SCHEMAS, **CONTROL_SCHEMAS, **OUTPUT_SCHEMAS}[topic]
+    schema = {**INPUT_SCHEMAS, **REVIEW_INPUT_SCHEMAS, **CONTROL_SCHEMAS, **OUTPUT_SCHEMAS}[topic]
     record = schema.model_validate_json(json.dumps(EXAMPLES[topic]))
     assert record.schema_version == 1
 

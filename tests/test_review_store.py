@@ -13,12 +13,13 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from lifeguard.config import load_config
-from lifeguard.schemas import EXAMPLES, Decision, ModeratorDecision, ParentAlert, ReviewItem
+from lifeguard.schemas import EXAMPLES, Appeal, Decision, ModeratorDecision, ParentAlert, ReviewItem
 from review.consumer import ReviewConsumer
 from review.schema import migrations, prepare_database
 from review.store import Consumed, ReviewError, ReviewStore
 from tests.conftest import isolated_environ
 from tools import kafka_io, local
+from udfs.parse import Rejected
 
 
 @pytest.fixture
@@ -269,3 +270,46 @@ def test_a_database_outage_mid_stream_loses_no_item(cfg):
     _rounds(consumer, lambda: consumer.counts.items_new == 1)
     assert consumer.counts.failed_rounds >= 1 and "terminating connection" in consumer.counts.errors[0]
     assert _store(cfg).claim_next("ana") == item
+
+
+def _appeal(subject: str, user: str = "u-102", appeal_id: str = "ap-1") -> Consumed[Appeal]:
+    record = Appeal.model_validate_json(json.dumps(EXAMPLES["appeals"] | {"event_id": appeal_id, "user_id": user,
+                                                                          "subject_event_id": subject}))
+    return Consumed(record, f"appeals:0:{appeal_id}")
+
+
+def test_an_appeal_goes_first_to_someone_else_and_its_overturn_corrects_the_event(cfg):
+    store = _store(cfg)
+    store.record_outputs([Consumed(DECISION, "decisions:0:5")], [])
+    store.enqueue([_item(DECISION.event_id, 1.0), _item("c-other", 3.0)])
+    assert store.claim_next("ana").event_id == "c-other"
+    store.decide("c-other", "ana", "overturn")
+    store.claim_next("ana")
+    store.decide(DECISION.event_id, "ana", "confirm", "pii")
+    assert store.enqueue_appeal(_appeal(DECISION.event_id)) is True
+    assert store.enqueue_appeal(_appeal(DECISION.event_id, appeal_id="ap-2")) is False  # appealed once only
+    store.enqueue([_item("c-urgent", 3.0)])
+    assert store.claim_next("ana").event_id == "c-urgent"  # not the appeal: ana decided that event
+    appeal = store.claim_next("ben")
+    assert (appeal.kind, appeal.subject_event_id, appeal.priority) == ("appeal", DECISION.event_id, 5.0)
+    assert appeal.reasons[-1] == "appeal: it was a joke between friends"
+    overturn = store.decide(appeal.event_id, "ben", "overturn")
+    assert overturn.subject_event_id == DECISION.event_id
+    publication = [p for p in store.pending_publication() if p.decision == overturn][0]
+    (corrected,) = [r["value"] for r in publication.records if r["topic"] == "decisions"]
+    assert (corrected["event_id"], corrected["action"]) == (DECISION.event_id, "allow")
+    assert [(e.actor, e.action) for e in store.history(DECISION.event_id)] == [
+        ("policy 2026-11-23.1, model text-linear-2", "decided block"), ("lifeguard", "queued for review"),
+        ("ana", "claimed"), ("ana", "confirm"), ("lifeguard", "appealed"), ("ben", "claimed"), ("ben", "overturn")]
+
+
+@pytest.mark.parametrize("subject, user, refused", [
+    ("c-never-decided", "u-102", "no decision on that event is on record"),
+    (DECISION.event_id, "u-999", "may appeal only decisions on their own content"),
+])
+def test_an_appeal_with_nothing_to_appeal_is_refused(cfg, subject, user, refused):
+    store = _store(cfg)
+    store.record_outputs([Consumed(DECISION, "decisions:0:5")], [])
+    with pytest.raises(Rejected, match=refused):
+        store.enqueue_appeal(_appeal(subject, user))
+    assert store.claim_next("ana") is None

@@ -1,7 +1,8 @@
 -- The review queue, the reviewers' verdicts (also the outbox of what each sends out) and the audit log.
 
 CREATE TABLE review_items (
-    event_id      text PRIMARY KEY,            -- the reviewed event's id: a re-delivered item changes nothing
+    event_id      text PRIMARY KEY,            -- the item's id: a re-delivered item changes nothing
+    subject_event_id text NOT NULL,            -- the event judged: the item's own, or the one an appeal contests
     user_id       text NOT NULL,
     kind          text NOT NULL,
     priority      double precision NOT NULL,
@@ -13,6 +14,7 @@ CREATE TABLE review_items (
     received_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
     state         text NOT NULL DEFAULT 'waiting' CHECK (state IN ('waiting', 'claimed', 'decided')),
     senior_only   boolean NOT NULL DEFAULT false,  -- escalated: only a senior reviewer may claim it
+    excluded_reviewer text,                    -- an appeal's: who decided the event before may not judge it again
     claimed_by    text,
     claimed_at    timestamptz,
     lease_expires timestamptz,
@@ -20,6 +22,8 @@ CREATE TABLE review_items (
 );
 -- What a claim reads: the undecided items, most urgent first (claims also take a lapsed lease's item).
 CREATE INDEX review_items_open ON review_items (priority DESC, created_ts) WHERE state <> 'decided';
+-- A decision is appealed once.
+CREATE UNIQUE INDEX review_items_one_appeal ON review_items (subject_event_id) WHERE kind = 'appeal';
 
 CREATE TABLE verdicts (
     decision_id   text PRIMARY KEY,            -- the moderator-decisions record's event_id
