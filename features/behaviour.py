@@ -8,7 +8,8 @@ start within it, as of the user's latest event. Definitions:
   was warn, shadow or block (``review`` means "not sure": counted in ``flagged_24h``, not as a violation);
   ``violation_rate_*`` = violations / decisions (0 without decisions); by category over 7 d, the category
   being the signal's name in the decision's reasons (``model:toxicity`` -> toxicity, ``rule:x`` -> x,
-  ``link``, ``image``).
+  ``link``, ``image``, or the category a reviewer confirmed). A reviewer's correction replaces what the
+  decision it supersedes counted: an overturned block stops being a violation, a confirmed review becomes one.
 - ``new_contacts_24h``: direct-message recipients never written to before (as far as the bounded contact
   memory of ``max_contacts`` recipients reaches).
 - ``minor_dm_share_24h``: share of the user's direct messages that went to minors.
@@ -20,6 +21,7 @@ candidate for that child; an adult writing to ``many_minors_24h`` distinct non-f
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 
 from features.age_signals import age_claims, contradiction
@@ -35,6 +37,8 @@ HOUR_MS = 60 * MINUTE_MS
 DAY_MS = 24 * HOUR_MS
 WEEK_MS = 7 * DAY_MS
 VIOLATIONS = {Action.WARN.value, Action.SHADOW.value, Action.BLOCK.value}
+# A correction's reason when a reviewer confirmed a violation (review.verdicts).
+REVIEWER_CONFIRMED = re.compile(r"reviewer decision \S+: confirmed (\S+)$")
 
 
 @dataclass(frozen=True)
@@ -70,12 +74,25 @@ class ChatEffects:
 def decision_categories(reasons: list[str]) -> list[str]:
     categories = []
     for reason in reasons:
+        if match := REVIEWER_CONFIRMED.match(reason):  # a correction: the category the reviewer named
+            categories.append(match[1])
+            continue
         tier, _, rest = reason.partition(":")
         if tier in ("model", "rule"):
             categories.append(rest.split()[0] if rest.split() else tier)
         elif tier in ("link", "image"):
             categories.append(tier)
     return sorted(set(categories)) or ["other"]
+
+
+def _decision_counts(action: Action, reasons: list[str]) -> dict[str, int]:
+    counts = {"decisions": 1}
+    if action.value in VIOLATIONS:
+        counts["violations"] = 1
+        counts.update({f"cat:{category}": 1 for category in decision_categories(reasons)})
+    elif action is Action.REVIEW:
+        counts["flagged"] = 1
+    return counts
 
 
 @dataclass
@@ -122,14 +139,16 @@ class UserActivity(JsonState):
         return ChatEffects(reviews, candidates, minutes)
 
     def on_decision(self, decision: Decision) -> None:
+        """Counts a decision; a reviewer's correction replaces what its superseded decision counted (an
+        overturned block is no violation; a confirmed review is one, in its category)."""
         self._advance(decision.event_ts)
-        counts = {"decisions": 1}
-        if decision.action.value in VIOLATIONS:
-            counts["violations"] = 1
-            for category in decision_categories(decision.reasons):
-                counts[f"cat:{category}"] = 1
-        elif decision.action is Action.REVIEW:
-            counts["flagged"] = 1
+        counts = _decision_counts(decision.action, decision.reasons)
+        if decision.supersedes is not None:
+            if decision.event_ts <= self.latest_ts - WEEK_MS:  # its counts have left every window already
+                return
+            # Reviewers name the category in the correction's reason; the superseded one's reasons name the tier.
+            before = _decision_counts(decision.supersedes.action, decision.supersedes.reasons)
+            counts = {name: counts.get(name, 0) - before.get(name, 0) for name in counts.keys() | before.keys()}
         self._count(decision.event_ts, counts)
 
     # ---- features ----
@@ -138,7 +157,7 @@ class UserActivity(JsonState):
         now = self.latest_ts
         hour = _sum(self.minutes, now - HOUR_MS)
         day, week = _sum(self.hours, now - DAY_MS), _sum(self.hours, now - WEEK_MS)
-        by_category = {k.removeprefix("cat:"): v for k, v in sorted(week.items()) if k.startswith("cat:")}
+        by_category = {k.removeprefix("cat:"): v for k, v in sorted(week.items()) if k.startswith("cat:") and v > 0}
         return BehaviourRow(
             user_id=self.user_id, event_ts=now,
             messages_1h=hour.get("messages", 0), messages_per_minute_1h=round(hour.get("messages", 0) / 60, 4),

@@ -163,8 +163,16 @@ class ModeratorDecision(_Record):
 
 # ---- outputs -------------------------------------------------------------------------------------
 
+class Superseded(_Record):
+    """The decision a correction replaces: consumers undo what they did on it (its counts, its action)."""
+
+    decided_ts: EpochMillis
+    action: Action
+    reasons: list[str]
+
+
 class Decision(_Record):
-    """Topic ``decisions``: one per chat message and upload."""
+    """Topic ``decisions``: one per chat message and upload, and a correction after a reviewer's verdict."""
 
     schema_version: Literal[1] = SCHEMA_VERSION
     event_id: Id
@@ -179,8 +187,8 @@ class Decision(_Record):
     event_ts: EpochMillis
     decided_ts: EpochMillis
     latency_ms: int = Field(description="decided_ts minus the Kafka timestamp of the input record")
-    supersedes: EpochMillis | None = Field(None, description="a correction after a reviewer's verdict: the "
-                                                             "decided_ts of the decision on this event it replaces")
+    supersedes: Superseded | None = Field(None, description="a correction after a reviewer's verdict: the "
+                                                            "decision on this event it replaces")
 
 
 class ReviewItem(_Record):

@@ -253,7 +253,7 @@ def _decision_row(consumed: Consumed[Decision]) -> dict:
             "actor": "lifeguard review" if correction else f"policy {decision.policy_version}, model {decision.model_version}",
             "action": f"decided {decision.action.value}" + (" (correction)" if correction else ""),
             "detail": {"reasons": decision.reasons, "age_band": decision.age_band.value,
-                       **({"supersedes": decision.supersedes} if correction else {})}}
+                       **({"supersedes": decision.supersedes.decided_ts} if correction else {})}}
 
 
 def _alert_row(consumed: Consumed[ParentAlert]) -> dict:

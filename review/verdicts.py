@@ -4,7 +4,8 @@
   hash noted with the decision (``hash-bank-updates``, the one path by which banks change).
 - The automated decision on the event, corrected where the verdict disagrees with it (``decisions``): an
   overturn lifts any action to allow, a confirmation turns a weaker action into a block; the correction
-  names the decision it supersedes by its ``decided_ts``.
+  names the decision it supersedes (``supersedes``: its decided_ts, action and reasons), so consumers such
+  as the behaviour features can replace what they counted.
 - Parents alerted about an overturned event hear that the alert was wrong (``parent-alerts``, kind
   ``correction``).
 - A verdict on a message (an item with an excerpt and no image hashes) is a training label (``labels``).
@@ -21,7 +22,7 @@ from pydantic import BaseModel
 
 from lifeguard.config import ReviewConfig
 from lifeguard.schemas import (SCHEMA_VERSION, Action, Appeal, Decision, HashBankUpdate, Label, ModeratorDecision,
-                               ParentAlert, ReviewItem)
+                               ParentAlert, ReviewItem, Superseded)
 from udfs.parse import Rejected
 from udfs.redact import redact
 
@@ -72,7 +73,7 @@ def corrected_decision(decision: ModeratorDecision, automated: Decision, now_ms:
         "action": action, "reasons": [_because(decision)], "decided_ts": now_ms,
         # From the input record's Kafka timestamp, as every decision's latency is.
         "latency_ms": automated.latency_ms + (now_ms - automated.decided_ts),
-        "supersedes": automated.decided_ts})
+        "supersedes": Superseded(decided_ts=automated.decided_ts, action=automated.action, reasons=automated.reasons)})
 
 
 def withdrawn(alert: ParentAlert, decision: ModeratorDecision, now_ms: int) -> ParentAlert:

@@ -15,7 +15,7 @@ from features.screen_time import local_day, previous_local_day, screen_time_cros
 from features.sessions import Presence
 from lifeguard.config import FeaturesConfig
 from features.stranger_time import minute_buckets, stranger_time, union
-from lifeguard.schemas import Action, AgeBand, ChatMessage, Decision
+from lifeguard.schemas import Action, AgeBand, ChatMessage, Decision, Superseded
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 S, MIN = 1000, 60_000
@@ -208,6 +208,24 @@ def test_behaviour_windows_hand_computed():
     assert row.violation_rate_24h == round(1 / 3, 4) and row.violation_rate_7d == 0.5
     assert json.loads(row.violations_by_category_7d) == {"off_platform_lure": 1, "toxicity": 1}
     assert row.messages_1h == 6 and row.messages_per_minute_1h == 0.1
+
+
+def test_a_reviewers_correction_replaces_what_the_superseded_decision_counted():
+    activity = UserActivity("adult", FeaturesConfig())
+    now = T0 + 1440 * MIN
+    blocked = decision("adult", "block", now - 30 * MIN, ["model:toxicity 0.9 >= 0.8"])
+    reviewed = decision("adult", "review", now - 20 * MIN, ["model:threat 0.5 >= 0.4"])
+    for d in (blocked, reviewed):
+        activity.on_decision(d)
+    assert (activity.row().violations_24h, activity.row().flagged_24h) == (1, 1)
+    for d, action, reason in ((blocked, "allow", "reviewer decision md-1: overturned"),
+                              (reviewed, "block", "reviewer decision md-2: confirmed threat")):
+        activity.on_decision(d.model_copy(update={
+            "action": Action(action), "reasons": [reason], "decided_ts": now,
+            "supersedes": Superseded(decided_ts=d.decided_ts, action=d.action, reasons=d.reasons)}))
+    row = activity.row()
+    assert (row.decisions_24h, row.violations_24h, row.flagged_24h) == (2, 1, 0)  # the same two events
+    assert json.loads(row.violations_by_category_7d) == {"threat": 1}
 
 
 def test_contacts_minors_share_and_conversation_minutes():

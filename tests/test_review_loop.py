@@ -1,6 +1,7 @@
 """The review loop end to end on the real broker, moderation job and PostgreSQL: an upload near a banned
 image goes to review, a reviewer confirms it, and an edited re-upload is blocked by the hash the verdict
-banked, with the decision in its reasons; the audit log holds the whole history in order."""
+banked, with the decision in its reasons; a blocked message is appealed, a second reviewer overturns it
+and a corrected decision follows. The audit log holds each history in order."""
 from __future__ import annotations
 
 import random
@@ -11,13 +12,17 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from jobtest import SEED, Job, started_job, upload
+from jobtest import SEED, Job, chat, started_job, upload
 from lifeguard.config import load_config
 from review.consumer import ReviewConsumer
 from review.schema import prepare_database
 from review.store import ReviewStore
 from tools.simulator import benign_images, edited_reupload
 from udfs.images import decode_image, image_hashes
+
+
+# An adult asking a child for their address in a direct message: blocked.
+BLOCKED_TEXT = "what is your home address? i can come pick you up after school"
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +93,35 @@ def test_a_confirmed_upload_blocks_its_edited_reupload_with_the_reviewers_decisi
     assert [e.action for e in history[2:]] == ["claimed", "confirm"]
     assert history[-1].actor == "ana" and history[-1].detail["decision_id"] == verdict.event_id
     assert job.job.alive()
+
+
+def test_an_appealed_block_overturned_by_a_second_reviewer_is_corrected(job):
+    consumer = ReviewConsumer(job.cfg)
+    store = ReviewStore.connect(job.cfg.review)
+    message = chat("adult", BLOCKED_TEXT, to="kid")
+    job.produce([("chat", message)])
+    (blocked,) = [r.json() for r in job.outputs({message["event_id"]})["decisions"]
+                  if r.json()["event_id"] == message["event_id"]]
+    assert blocked["action"] == "block", blocked
+    consume_until(consumer, lambda: any(e.action == "decided block" for e in store.history(message["event_id"])))
+
+    appeal = {"schema_version": 1, "event_id": f"ap-{uuid.uuid4().hex[:8]}", "ts": int(time.time() * 1000),
+              "user_id": "adult", "subject_event_id": message["event_id"], "statement": "my number, for my nephew"}
+    job.produce([("appeals", appeal)])
+    consume_until(consumer, lambda: consumer.counts.appeals_new == 1)
+    item = store.claim_next("ben")
+    while item.event_id != appeal["event_id"]:  # the other test's items, if any wait
+        store.decide(item.event_id, "ben", "overturn")
+        item = store.claim_next("ben")
+    verdict = store.decide(item.event_id, "ben", "overturn")
+    consume_until(consumer, lambda: not store.pending_publication())
+
+    deadline = time.monotonic() + 30
+    while not (corrections := [r.json() for r in job.outputs({message["event_id"]})["decisions"]
+                               if r.json()["event_id"] == message["event_id"] and r.json().get("supersedes")]):
+        assert time.monotonic() < deadline, "no corrected decision on decisions"
+    assert [(c["action"], c["supersedes"]["decided_ts"], c["reasons"]) for c in corrections] == [
+        ("allow", blocked["decided_ts"], [f"reviewer decision {verdict.event_id}: overturned"])]
+    consume_until(consumer, lambda: any("correction" in e.action for e in store.history(message["event_id"])))
+    assert [e.action for e in store.history(message["event_id"])] == [
+        "decided block", "appealed", "claimed", "overturn", "decided allow (correction)"]

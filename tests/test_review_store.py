@@ -210,7 +210,7 @@ def test_an_overturned_block_sends_its_correction_with_the_verdict(cfg):
     assert publication.decision == verdict and verdict.user_id == "u-102"
     by_topic = {r["topic"]: r["value"] for r in publication.records}
     assert set(by_topic) == {"decisions", "parent_alerts", "labels"}
-    assert (by_topic["decisions"]["action"], by_topic["decisions"]["supersedes"]) == ("allow", DECISION.decided_ts)
+    assert (by_topic["decisions"]["action"], by_topic["decisions"]["supersedes"]["decided_ts"]) == ("allow", DECISION.decided_ts)
     assert by_topic["parent_alerts"]["kind"] == "correction"
     assert by_topic["labels"]["verdict"] == "overturn" and by_topic["labels"]["categories"] == ["pii"]
 

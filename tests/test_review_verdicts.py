@@ -32,7 +32,9 @@ def test_a_verdict_corrects_the_automated_decision_where_it_disagrees(automated_
     if corrected is None:
         assert correction is None
         return
-    assert (correction.action, correction.supersedes, correction.decided_ts) == (corrected, automated.decided_ts, NOW)
+    assert (correction.action, correction.decided_ts) == (corrected, NOW)
+    assert correction.supersedes.model_dump() == {"decided_ts": automated.decided_ts, "action": automated_action,
+                                                  "reasons": automated.reasons}
     assert correction.latency_ms == automated.latency_ms + NOW - automated.decided_ts
     assert correction.reasons == [f"reviewer decision md-9: {'overturned' if kind == 'overturn' else 'confirmed pii'}"]
     assert correction.event_id == automated.event_id and correction.scores == automated.scores
