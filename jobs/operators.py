@@ -162,7 +162,8 @@ class ScreenBatch(KeyedBroadcastProcessFunction):
                 self._screener.set_policy(apply_policy_update(self._screener.policy, parsed, self._cfg.control,
                                                               self._screener.recent_scores))
             else:
-                apply_bank_update(self._screener.image_banks, parsed, self._cfg.control.max_bank_hashes)
+                apply_bank_update(self._screener.image_banks, parsed, self._cfg.control.max_bank_hashes,
+                                  self._screener.policy.images)
         except Rejected as rejected:
             # Valid on its own but not here (a policy version in force with other content, a blocklist
             # file this worker cannot read): a dead letter on the main output, where the broadcast side

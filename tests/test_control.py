@@ -287,6 +287,15 @@ def test_a_bank_past_the_last_member_bit_is_rejected():
     assert "one-too-many" not in banks
 
 
+def test_a_bank_the_policy_names_as_block_cannot_be_disabled_from_the_topic():
+    banks = banks_of({"block": Bank(phash={OTHER}), "test-bank": Bank(phash={OTHER})})
+    with pytest.raises(Rejected, match="'block' is a block bank of the policy"):
+        apply_bank_update(banks, bank_update("disable", bank="block"), images=POLICY.images)
+    apply_bank_update(banks, bank_update("disable", bank="test-bank"), images=POLICY.images)  # not the policy's
+    apply_bank_update(banks, bank_update("disable", bank="reviewer-cleared"), images=POLICY.images)  # stricter
+    assert banks.snapshot()["block"].enabled and not banks.snapshot()["test-bank"].enabled
+
+
 @pytest.mark.parametrize("update", [
     bank_update("add", hash="not-a-hash"),
     bank_update("add", signal_type="sha256", hash=PHASH),

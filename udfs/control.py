@@ -31,7 +31,7 @@ from pydantic import ValidationError
 from lifeguard.config import ControlConfig
 from lifeguard.schemas import CONTROL_SCHEMAS, SCHEMA_VERSION, Action, AgeBand, HashBankUpdate, PolicyUpdate
 from udfs.parse import Rejected, explain, parse_record
-from udfs.image_policy import SIGNAL_BITS, BankKind
+from udfs.image_policy import SIGNAL_BITS, BankKind, ImagePolicy
 from udfs.policy import Policy, decide, load_policy, model_signals, soften
 from udfs.rules import RuleMatcher
 from udfs.image_tier import BANK_SIGNAL_TYPES, Banks
@@ -192,13 +192,20 @@ def would_act(policy: Policy, recent: RecentScores) -> tuple[float, float]:
             sum(a is Action.BLOCK for a in actions) / len(actions))
 
 
-def apply_bank_update(banks: Banks, update: HashBankUpdate, max_bank_hashes: int | None = None) -> Banks:
+def apply_bank_update(banks: Banks, update: HashBankUpdate, max_bank_hashes: int | None = None,
+                      images: ImagePolicy | None = None) -> Banks:
     """Applies the update to ``banks`` in place (the index takes it without a rebuild) and returns them.
     ``Rejected``, with ``banks`` untouched, if the update is not well formed, would make one bank too
-    many, or would add to a bank holding ``max_bank_hashes`` already. Adding to an unknown bank creates
-    it enabled; enabling or disabling an unknown bank creates it empty, so a bank can be disabled before
-    it fills."""
+    many, would add to a bank holding ``max_bank_hashes`` already, or would disable a bank that the
+    policy in force (``images``) names as a block or review bank: that silences every match of a
+    reviewed bank, which is for the policy file and a redeploy, like making it weaker. Adding to an
+    unknown bank creates it enabled; enabling or disabling an unknown bank creates it empty, so a bank
+    can be disabled before it fills."""
     update = checked_bank_update(update)
+    if (update.op == "disable" and images is not None and update.bank in images.banks
+            and images.bank(update.bank).kind is not BankKind.ALLOW):
+        raise Rejected("unprocessable", f"bank {update.bank!r} is a {images.bank(update.bank).kind.value} bank of the "
+                                        f"policy: disabling it is for the policy file and a redeploy", update.event_id)
     if update.op == "add" and max_bank_hashes is not None and banks.size(update.bank) >= max_bank_hashes:
         raise Rejected("unprocessable", f"bank {update.bank!r} holds {max_bank_hashes} hashes, the most one bank "
                                         f"may (control.max_bank_hashes)", update.event_id)
