@@ -5,6 +5,7 @@ import copy
 import io
 import json
 import random
+import re
 
 import pytest
 import yaml
@@ -287,6 +288,28 @@ def test_a_bank_past_the_last_member_bit_is_rejected():
     assert "one-too-many" not in banks
 
 
+@pytest.mark.parametrize("change, problem", [
+    (lambda d: d.setdefault("contact", {}).update(not_allowed_action="allow"),
+     "contact.not_allowed_action weakened from block to allow"),
+    (lambda d: d["links"].update(off_platform_action="warn"), "links.off_platform_action weakened from review to warn"),
+    (lambda d: d["links"].update(off_platform_sites=["t.me"]), "links.off_platform_sites no longer holds 'discord.gg'"),
+    (lambda d: d["links"].update(risk_threshold=None), "links.risk_threshold removed"),
+    (lambda d: d.update(voice_margin=0.3), "voice_margin raised from 0 to 0.3"),
+    (lambda d: d.update(voice_margin_by_category={"sexual_minors": 0.2}), "voice_margin_by_category.sexual_minors raised"),
+    (lambda d: d.update(urgent_categories=["threat"]), "urgent_categories no longer holds 'sexual'"),
+    (lambda d: d.update(review_instead_of_block_when={"sexual_minors": ["spam"]}),
+     "review_instead_of_block_when.sexual_minors softens blocks on spam"),
+])
+def test_a_loosened_child_protection_is_refused_from_the_topic(change, problem):
+    shipped = yaml.safe_load((PROJECT_ROOT / "flink-conf" / "policy.yaml").read_text())
+    loosened = copy.deepcopy(shipped) | {"version": "loosened"}
+    change(loosened)
+    with pytest.raises(Rejected, match=re.escape(problem)):
+        apply_policy_update(load_policy(shipped), policy_update(loosened))
+    stricter = copy.deepcopy(shipped) | {"version": "stricter", "voice_margin_by_category": {"sexual_minors": 0.02}}
+    assert apply_policy_update(load_policy(shipped), policy_update(stricter)).voice_margin_by_category == {"sexual_minors": 0.02}
+
+
 def test_a_bank_the_policy_names_as_block_cannot_be_disabled_from_the_topic():
     banks = banks_of({"block": Bank(phash={OTHER}), "test-bank": Bank(phash={OTHER})})
     with pytest.raises(Rejected, match="'block' is a block bank of the policy"):
@@ -317,7 +340,7 @@ def random_updates(rng: random.Random, n: int) -> list:
     for i in range(n):
         op = rng.choice(["add", "add", "remove", "enable", "disable", "policy"])
         if op == "policy":
-            updates.append(policy_update(document(version=f"v{i}", voice_margin=rng.choice([0.1, 0.2])), f"p{i}"))
+            updates.append(policy_update(document(version=f"v{i}", allowlist=rng.choice([[], ["scunthorpe"]])), f"p{i}"))
         else:
             updates.append(bank_update(op, bank=rng.choice(["block", "review/x", 'q"uote']),
                                        hash=rng.choice(hashes), event_id=f"h{i}",

@@ -118,8 +118,8 @@ def unsafe_change(current: Policy, new: Policy, guard: ControlConfig, recent: Re
     would never be acted on); a text or image model threshold under the floor (acting on everything); a
     bank made weaker (a block bank turned into a review bank, any bank into an allow bank, which silences
     every bank's block); a hash distance wide enough to match unrelated images; or a large change in the
-    share of recent messages acted on; rooms judged as for an older audience, or a band's parents no longer
-    alerted. Such a change is for the reviewed policy file and a redeploy, not
+    share of recent messages acted on; rooms judged as for an older audience, a band's parents no longer
+    alerted, or a contact-setting, link or voice protection loosened (``_protection_problems``). Such a change is for the reviewed policy file and a redeploy, not
     for whoever can write the topic. Rules are not compared: one added through the topic must stay
     removable, and what tells it from a rule of the reviewed file is not known here."""
     problems = [f"thresholds.{category} dropped" for category in current.thresholds if category not in new.thresholds]
@@ -137,6 +137,7 @@ def unsafe_change(current: Policy, new: Policy, guard: ControlConfig, recent: Re
         problems.append(f"room_audience raised from {current.room_audience.value} to {new.room_audience.value}")
     problems += [f"alert_bands no longer alert the parents of {band.value}"
                  for band in current.alert_bands if band not in new.alert_bands]
+    problems += _protection_problems(current, new)
     if len(recent) >= guard.min_sample:
         (acted_now, blocked_now), (acted_new, blocked_new) = would_act(current, recent), would_act(new, recent)
         for what, now, then in (("acted on", acted_now, acted_new), ("blocked", blocked_now, blocked_new)):
@@ -157,6 +158,38 @@ def _threshold_problems(where: str, bands: Mapping, was_bands: Mapping, actions:
             was = was_bands.get(band)
             if band.is_minor and limit is None and was is not None and getattr(was, action) is not None:
                 problems.append(f"{where}.{band.value}.{action} removed for a minor")
+    return problems
+
+
+# Actions that protect children whatever the models say: none may be made weaker from the topic.
+PROTECTING_ACTIONS = (("contact", "not_allowed_action"), ("contact", "child_image_to_adult_action"),
+                      ("links", "blocked_action"), ("links", "link_to_minor_action"), ("links", "risk_action"),
+                      ("links", "off_platform_action"), ("links", "lookalike_host_action"))
+
+
+def _protection_problems(current: Policy, new: Policy) -> list[str]:
+    """What loosens the protections no share check sees: a contact-setting or link action made weaker, a
+    blocklist, an off-platform site, the link model or an urgent category dropped, a voice margin raised
+    (the share check replays typed messages), or a block newly softened to review by a co-signal."""
+    problems = []
+    for section, name in PROTECTING_ACTIONS:
+        was, now = getattr(getattr(current, section), name), getattr(getattr(new, section), name)
+        if now.severity < was.severity:
+            problems.append(f"{section}.{name} weakened from {was.value} to {now.value}")
+    for what, was, now in (("links.blocklist_files", current.links.blocklist_files, new.links.blocklist_files),
+                           ("links.off_platform_sites", current.links.off_platform_sites, new.links.off_platform_sites),
+                           ("urgent_categories", current.urgent_categories, new.urgent_categories)):
+        problems += [f"{what} no longer holds {str(item)!r}" for item in was if item not in now]
+    if current.links.risk_threshold is not None and new.links.risk_threshold is None:
+        problems.append("links.risk_threshold removed: the link model would ask for nothing")
+    if new.voice_margin > current.voice_margin:
+        problems.append(f"voice_margin raised from {current.voice_margin:g} to {new.voice_margin:g}")
+    problems += [f"voice_margin_by_category.{category} raised from {current.voice_margin_by_category.get(category, 0):g} "
+                 f"to {margin:g}" for category, margin in new.voice_margin_by_category.items()
+                 if margin > current.voice_margin_by_category.get(category, current.voice_margin)]
+    problems += [f"review_instead_of_block_when.{category} softens blocks on {', '.join(sorted(added))}"
+                 for category, signals in new.review_instead_of_block_when.items()
+                 if (added := set(signals) - set(current.review_instead_of_block_when.get(category, [])))]
     return problems
 
 
