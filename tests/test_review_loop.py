@@ -8,12 +8,10 @@ import random
 import time
 import uuid
 
-import psycopg
 import pytest
-from psycopg import sql
 
+from conftest import drop_review_database
 from jobtest import SEED, Job, chat, started_job, upload
-from lifeguard.config import load_config
 from review.consumer import ReviewConsumer
 from review.schema import prepare_database
 from review.store import ReviewStore
@@ -31,8 +29,7 @@ def job(services, tmp_path_factory):
     with started_job(tmp_path_factory.mktemp("review-loop"), LIFEGUARD_REVIEW__DATABASE=database) as job:
         prepare_database(job.cfg.review)
         yield job
-    with psycopg.connect(**job.cfg.review.connection_options("postgres"), autocommit=True) as connection:
-        connection.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(database)))
+    drop_review_database(job.cfg)
 
 
 def decided(job: Job, event: dict, timeout_s: float = 90) -> dict:

@@ -5,32 +5,17 @@ from __future__ import annotations
 import json
 import threading
 import time
-import uuid
 
 import psycopg
 import pytest
-from psycopg import sql
-from psycopg.rows import dict_row
 
 from lifeguard.config import load_config
 from lifeguard.schemas import EXAMPLES, Appeal, Decision, ModeratorDecision, ParentAlert, ReviewItem
 from review.consumer import ReviewConsumer
 from review.schema import migrations, prepare_database
 from review.store import Consumed, ReviewError, ReviewStore
-from tests.conftest import isolated_environ
 from tools import kafka_io, local
 from udfs.parse import Rejected
-
-
-@pytest.fixture
-def review_environ(services, tmp_path):
-    """Config overrides with a database of the test's own, created and migrated, dropped afterwards."""
-    environ = isolated_environ(tmp_path, LIFEGUARD_REVIEW__DATABASE=f"lifeguard_test_{uuid.uuid4().hex[:8]}")
-    cfg = load_config(environ=environ)
-    prepare_database(cfg.review)
-    yield environ
-    with psycopg.connect(**cfg.review.connection_options("postgres"), autocommit=True) as connection:
-        connection.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(cfg.review.database)))
 
 
 @pytest.fixture

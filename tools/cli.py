@@ -49,6 +49,22 @@ def _review(cfg: LifeguardConfig, args) -> None:
         deadline = time.monotonic() + args.seconds if args.seconds else None
         counts = ReviewConsumer(cfg).run(lambda: deadline is not None and time.monotonic() > deadline)
         print(json.dumps({k: v for k, v in vars(counts).items() if k != "errors"} | {"errors": counts.errors[-5:]}))
+    elif args.action == "serve":
+        from review.console import create_app
+
+        print(f"reviewer console on http://{cfg.review.console_host}:{cfg.review.console_port}", flush=True)
+        create_app(cfg).run(host=cfg.review.console_host, port=cfg.review.console_port)
+    elif args.action == "add-reviewer":
+        import getpass
+        import os
+
+        from review.console import ROLES, password_hash
+
+        if args.event_id is None or args.role not in ROLES:
+            raise SystemExit(f"lifeguard review add-reviewer NAME --role {{{','.join(ROLES)}}}")
+        password = os.environ.get("LIFEGUARD_REVIEWER_PASSWORD") or getpass.getpass(f"password for {args.event_id}: ")
+        ReviewStore.connect(cfg.review).add_reviewer(args.event_id, args.role, password_hash(password))
+        print(f"saved reviewer {args.event_id} ({args.role})")
     elif args.action == "claim":
         item = ReviewStore.connect(cfg.review).claim_next(args.reviewer, senior=args.senior)
         print("nothing waits for review" if item is None else item.model_dump_json(indent=2))
@@ -182,12 +198,16 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(run=_cluster)
     sub.add_parser("redis", help="use the configured Redis, or start a local one").set_defaults(run=_redis)
     s = sub.add_parser("review", help="the review store (PostgreSQL): start, migrate, consume, claim and decide")
-    s.add_argument("action", choices=["database", "stop-database", "migrate", "consume", "claim", "confirm", "overturn", "escalate"],
+    s.add_argument("action", choices=["database", "stop-database", "migrate", "consume", "serve", "add-reviewer", "claim", "confirm",
+                            "overturn", "escalate"],
                    help="database: use the configured PostgreSQL or start an embedded one (stop-database stops "
                         "it); migrate: create the "
                         "database and apply the migrations; consume: store review-queue and audit decisions; "
-                        "claim: the next item; confirm/overturn/escalate EVENT_ID: a verdict on a claimed item")
-    s.add_argument("event_id", nargs="?", help="the claimed item (confirm, overturn, escalate)")
+                        "serve: the reviewer console; add-reviewer NAME --role ROLE: an account (password from "
+                        "LIFEGUARD_REVIEWER_PASSWORD or asked); claim: the next item; confirm/overturn/escalate "
+                        "EVENT_ID: a verdict on a claimed item")
+    s.add_argument("event_id", nargs="?", help="the claimed item (confirm, overturn, escalate); the name (add-reviewer)")
+    s.add_argument("--role", default="reviewer", help="add-reviewer: reviewer, senior or admin")
     s.add_argument("--reviewer", default="cli", help="who claims or decides")
     s.add_argument("--senior", action="store_true", help="claim: a senior reviewer (takes escalated items too)")
     s.add_argument("--category", help="confirm: the violation's category")
