@@ -122,6 +122,7 @@ class ReviewStore:
     """One connection's view of the store; not shared between threads (each reviewer's request, the
     consumer and each bench worker has its own)."""
 
+    claim_sql = _CLAIM  # the bench swaps in its baseline
     def __init__(self, connection: psycopg.Connection, config: ReviewConfig):
         self._db = connection
         self.config = config
@@ -163,7 +164,7 @@ class ReviewStore:
     def claim_next(self, reviewer: str, senior: bool = False) -> ReviewItem | None:
         """The most urgent item `reviewer` may take, now claimed by them for `lease_s`; None if none waits."""
         with self._db.transaction():
-            row = self._db.execute(_CLAIM, {"reviewer": reviewer, "lease_s": self.lease_s, "senior": senior}).fetchone()
+            row = self._db.execute(self.claim_sql, {"reviewer": reviewer, "lease_s": self.lease_s, "senior": senior}).fetchone()
             if row is None:
                 return None
             self._audit(row["subject_event_id"], reviewer, "claimed",

@@ -156,6 +156,12 @@ def _bench_cascade(cfg: LifeguardConfig, args) -> None:
     print(run_bench_cascade(cfg, args.seconds, args.batch))
 
 
+def _bench_review(cfg: LifeguardConfig, args) -> None:
+    from tools.bench.review import run_review_bench
+
+    print(run_review_bench(cfg, args.items, args.reviewers))
+
+
 def _bench_sessions(cfg: LifeguardConfig, args) -> None:
     from tools.bench.sessions import run_session_bench
 
@@ -255,7 +261,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--latency-seconds", type=float, default=20.0)
     s.add_argument("--modes", default="thread,process", help="python.execution-mode values to compare")
     s.set_defaults(run=_bench)
-    kinds = s.add_subparsers(dest="bench_kind", metavar="{images,sessions,hostile,cascade}",
+    kinds = s.add_subparsers(dest="bench_kind", metavar="{images,sessions,hostile,cascade,review}",
                              help="another benchmark than the chat job's")
     b = kinds.add_parser("images", help="images/s through the image tier; PDQ look-ups next to python-threatexchange")
     b.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000], help="bank sizes in hashes")
@@ -274,6 +280,10 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--seconds", type=float, default=300.0, help="simulated seconds of traffic (20 events/s)")
     b.add_argument("--batch", type=int, default=64)
     b.set_defaults(run=_bench_cascade)
+    b = kinds.add_parser("review", help="claims/s and time-to-claim of concurrent reviewers on the review store")
+    b.add_argument("--items", type=int, default=2000, help="waiting items per round")
+    b.add_argument("--reviewers", type=int, nargs="+", default=[1, 4, 8], help="concurrent reviewers per round")
+    b.set_defaults(run=_bench_review)
     return p
 
 
