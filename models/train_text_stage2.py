@@ -36,9 +36,6 @@ the heads (onnx.compose):
       -> Max(real * (1 - g ** GATE_POWER * gated), child)  # scores float32[N, C]; g = sigmoid(embedding @ w + v)
 
 Both ``scores`` and ``sentence_embedding`` are outputs: the job's grooming bank reuses the embedding.
-Both encoders read the text as `udfs.text_model.encoder_input` makes it: normalised, with the fine-tuned
-encoder's identity terms masked (the list is copied into this graph's metadata). Read as written, the
-frozen encoder's hate head flagged "I am gay" at 0.52 (text-minilm-7; 0.13 for "I am under 13").
 The fine-tuned encoder stays a file of its own, named in the metadata (``tuned_model``), so that the
 runtime runs it only on the rows whose scores it keeps (`udfs.text_model.SecondStage`), not on those
 sent to the second stage for their embedding alone.
@@ -93,9 +90,9 @@ from models.train_text_tuned import CHILD_DIRECTED_PREFIX
 from models.train_text_tuned import DEFAULT_OUT as DEFAULT_TUNED
 from udfs.sentence_encoder import (DEFAULT_TOKENIZER, DIMENSION, EMBEDDING_OUTPUT, SentenceEncoder, load_tokenizer,
                                    pooled_encoder)
-from udfs.text_model import STAGE1_INPUT, TUNED_LOGITS, CascadeBounds, TextModel, encoder_input, masked_identity_terms, tuned_logits
+from udfs.text_model import STAGE1_INPUT, TUNED_LOGITS, CascadeBounds, TextModel, masked_identity_terms, tuned_logits
 
-VERSION = "text-minilm-8"
+VERSION = "text-minilm-7"
 DEFAULT_STAGE1 = PROJECT_ROOT / "models" / "build" / "text_linear.onnx"
 DEFAULT_OUT = PROJECT_ROOT / "models" / "build" / "text_minilm.onnx"
 
@@ -229,7 +226,6 @@ class TunedLogits:
     session: onnxruntime.InferenceSession
     version: str
     categories: tuple[str, ...]
-    masked_terms: str  # its metadata's JSON list, copied into the second stage's
     identity_terms: re.Pattern | None
 
     @classmethod
@@ -239,7 +235,7 @@ class TunedLogits:
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         metadata = session.get_modelmeta().custom_metadata_map
         return cls(session, metadata["version"], tuple(json.loads(metadata["categories"])),
-                   metadata.get("masked_identity_terms", "[]"), masked_identity_terms(session))
+                   masked_identity_terms(session))
 
     def logit_matrix(self, examples: Sequence[Example], tokenizer: Path, batch: int = 256) -> np.ndarray:
         """float[len(examples), K]: the tuned logits of the val and test rows, NaN on the train rows (the
@@ -249,9 +245,8 @@ class TunedLogits:
         tokens = load_tokenizer(tokenizer)
         for start in range(0, len(rows), batch):
             chunk = rows[start:start + batch]
-            matrix[chunk] = tuned_logits(self.session, tokens,
-                                         [encoder_input(examples[i].record.text, self.identity_terms) for i in chunk],
-                                         np.ones(len(chunk), bool))
+            matrix[chunk] = tuned_logits(self.session, tokens, [examples[i].record.text for i in chunk],
+                                         np.ones(len(chunk), bool), self.identity_terms)
         return matrix
 
 
@@ -266,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     encoder = SentenceEncoder.load(args.tokenizer, prefer_gpu=False)
     tuned = TunedLogits.load(args.tuned)
 
-    embeddings = embed_examples(encoder, training, tuned.identity_terms)
+    embeddings = embed_examples(encoder, training)
     stage1_scores = stage1.score_matrix([example.record.text for example in training])
     tuned_scores = tuned.logit_matrix(training, args.tokenizer)
     bank = build_similarity_bank(embeddings, training, categories)
@@ -286,8 +281,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         "tuned_model": args.tuned.name,
         "tuned_version": tuned.version,
         "tuned_categories": json.dumps(list(tuned.categories)),
-        # Both encoders read the text with the fine-tuned encoder's identity terms masked (`encoder_input`).
-        "masked_identity_terms": tuned.masked_terms,
         "stage2_categories": json.dumps([h.category for h, c in zip(heads, child_heads) if h.uses_stage2 or c.uses_stage2]),
         "cascade": json.dumps(asdict(bounds)),
     }
@@ -302,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     # ranking (models/evaluate.py runs it on the whole cascade).
     evaluation_only = [e for e in examples if e.data_set.usage == "eval_only" and e.split == "test"
                        and e.data_set.name != "jigsaw-identity-templates"]
-    evaluation_embeddings = embed_examples(encoder, evaluation_only, tuned.identity_terms)
+    evaluation_embeddings = embed_examples(encoder, evaluation_only)
     manifest = {
         "model": args.out.name,
         "version": VERSION,
@@ -431,14 +424,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def embed_examples(encoder: SentenceEncoder, examples: Sequence[Example], identity_terms: re.Pattern | None
-                   ) -> np.ndarray:
-    """float32[len(examples), 384] of each text as `encoder_input` makes it, through the per-data-set cache."""
+def embed_examples(encoder: SentenceEncoder, examples: Sequence[Example]) -> np.ndarray:
+    """float32[len(examples), 384], through the per-data-set cache."""
     vectors = np.zeros((len(examples), DIMENSION), dtype=np.float32)
     for name in dict.fromkeys(example.data_set.name for example in examples):
         rows = [i for i, example in enumerate(examples) if example.data_set.name == name]
-        vectors[rows] = cached_embeddings(encoder, name,
-                                          [encoder_input(examples[i].record.text, identity_terms) for i in rows])
+        vectors[rows] = cached_embeddings(encoder, name, [examples[i].record.text for i in rows])
     return vectors
 
 

@@ -12,7 +12,7 @@ worse (models/README.md). `models/train_text_stage2.py` stacks the tuned logits 
 and the frozen heads, on val, where they help.
 
 It trains on, and at run time reads, the normalised text with identity terms masked
-(`udfs.text_model.encoder_input`, IDENTITY_TERMS). The exported graph reads the same token inputs
+(`udfs.text_model.tuned_input`, IDENTITY_TERMS). The exported graph reads the same token inputs
 as the frozen encoder and writes ``tuned_logits`` float32[N, len(TUNED_OUTPUTS)]; its weights are
 quantised to int8 per output channel (onnxruntime's dynamic quantisation), which is what the stack is
 fitted on.
@@ -37,7 +37,7 @@ from lifeguard import PROJECT_ROOT
 from models.datasets import DEFAULT_DATA_DIR, SYNTHETIC_DATA_SETS
 from models.train_text import Example, load_examples
 from udfs.sentence_encoder import DEFAULT_TOKENIZER, TOKEN_INPUTS, encode, load_tokenizer
-from udfs.text_model import TUNED_LOGITS, encoder_input, identity_pattern
+from udfs.text_model import TUNED_LOGITS, identity_pattern, tuned_input
 
 VERSION = "text-minilm-tuned-5"
 TUNED_CATEGORIES = ("toxicity", "hate")  # from the real data sets
@@ -50,7 +50,7 @@ CHILD_DIRECTED_TUNED = ("toxicity", "threat", "sexual_minors", "self_harm", "pii
 CHILD_DIRECTED_PREFIX = "child_directed:"
 TUNED_OUTPUTS = (*TUNED_CATEGORIES, *(CHILD_DIRECTED_PREFIX + c for c in CHILD_DIRECTED_TUNED))
 # Words that name a group people belong to by orientation, gender identity, religion, ethnicity or
-# disability, masked in the text the encoder reads (`udfs.text_model.encoder_input`), in training and at
+# disability, masked in the text the encoder reads (`udfs.text_model.tuned_input`), in training and at
 # run time alike (the list travels in the graph's metadata). Unmasked, the encoder learnt to flag "I am
 # gay" from Davidson's tweets, where the word is mostly an insult (models/README.md). Written by the
 # project from those categories, not from the identity probe's templates, which stay evaluation-only.
@@ -98,7 +98,7 @@ class TunedEncoder(torch.nn.Module):
 
 def training_rows(examples: Sequence[Example]) -> tuple[list[str], np.ndarray]:
     """The train-split texts that label any tuned output, as the runtime prepares them
-    (`udfs.text_model.encoder_input`), and labels float[N, TUNED_OUTPUTS] with NaN where the row does not
+    (`udfs.text_model.tuned_input`), and labels float[N, TUNED_OUTPUTS] with NaN where the row does not
     label the output (the loss skips those): the real data sets label TUNED_CATEGORIES, the synthetic
     child-directed set the CHILD_DIRECTED_TUNED outputs."""
     def labels_of(e: Example) -> list[float]:
@@ -110,7 +110,7 @@ def training_rows(examples: Sequence[Example]) -> tuple[list[str], np.ndarray]:
     chosen = [(e, row) for e, row in labelled if not np.all(np.isnan(row))]
     labels = np.array([row for _, row in chosen], dtype=np.float32)
     identity_terms = identity_pattern(IDENTITY_TERMS)
-    return [encoder_input(e.record.text, identity_terms) for e, _ in chosen], labels
+    return [tuned_input(e.record.text, identity_terms) for e, _ in chosen], labels
 
 
 def length_pooled_batches(lengths: np.ndarray, rng: random.Random) -> list[np.ndarray]:

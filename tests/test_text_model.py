@@ -31,7 +31,7 @@ from udfs.sentence_encoder import DIMENSION, load_tokenizer
 from udfs.text_features import FeaturizerParams, featurize, pad_rows, vectorize
 from udfs.score_cache import ScoreCache
 from udfs.text_model import (CATEGORIES, CascadeBounds, ModelLoadError, SecondStage, TextModel, identity_pattern,
-                             encoder_input)
+                             tuned_input)
 
 MODEL_PATH = PROJECT_ROOT / "models" / "build" / "text_linear.onnx"
 STAGE2_PATH = PROJECT_ROOT / "models" / "build" / "text_minilm.onnx"
@@ -430,9 +430,6 @@ class _SecondStageSession:
     def __init__(self):
         self.feeds = []
 
-    def get_modelmeta(self):
-        return SimpleNamespace(custom_metadata_map={"masked_identity_terms": '["gay"]'})
-
     def run(self, output_names, feeds):
         self.feeds.append(feeds)
         tokens = feeds["attention_mask"].sum(axis=1, keepdims=True).astype(np.float32)
@@ -490,6 +487,9 @@ class _TunedSession:
     def get_outputs(self):
         return [SimpleNamespace(shape=["batch", 2])]
 
+    def get_modelmeta(self):
+        return SimpleNamespace(custom_metadata_map={"masked_identity_terms": '["gay"]'})
+
     def run(self, output_names, feeds):
         self.feeds.append(feeds)
         return [np.repeat(feeds["attention_mask"].sum(axis=1, keepdims=True).astype(np.float32), 2, axis=1)]
@@ -511,22 +511,12 @@ def test_the_fine_tuned_encoder_runs_only_on_rows_whose_scores_are_kept():
     assert len(tuned.feeds) == 1
 
 
-def test_both_encoders_read_the_text_with_the_graphs_identity_terms_masked():
-    second, tuned = _SecondStageSession(), _TunedSession()
-    cascade = TextModel(_FixedSession([0.5]), "lin", ("toxicity", "spam"), PARAMS,
-                        SecondStage(second, load_tokenizer(TOKENIZER), "minilm", BOUNDS, tuned))
-    cascade.score_batch(["I am G@Y"])
-    expected = load_tokenizer(TOKENIZER).encode("i am [MASK]").ids
-    assert second.feeds[0]["input_ids"][0][:len(expected)].tolist() == expected
-    assert tuned.feeds[0]["input_ids"][0][:len(expected)].tolist() == expected
-
-
-def test_the_encoders_read_normalised_text_with_identity_terms_masked():
+def test_the_fine_tuned_encoder_reads_normalised_text_with_identity_terms_masked():
     terms = identity_pattern(["gay", "african american", "jew"])
-    assert encoder_input("I am G@Y and proud", terms) == "i am [MASK] and proud"
-    assert encoder_input("my African American friend", terms) == "my [MASK] friend"
-    assert encoder_input("gayle plays jewel quest", terms) == "gayle plays jewel quest"  # whole words only
-    assert encoder_input("y0u st00pid 1diot", None) == "you stoopid idiot"
+    assert tuned_input("I am G@Y and proud", terms) == "i am [MASK] and proud"
+    assert tuned_input("my African American friend", terms) == "my [MASK] friend"
+    assert tuned_input("gayle plays jewel quest", terms) == "gayle plays jewel quest"  # whole words only
+    assert tuned_input("y0u st00pid 1diot", None) == "you stoopid idiot"
 
 
 def test_a_second_stage_stacked_on_another_fine_tuned_encoder_is_refused(tmp_path, model_path, stage2_path):

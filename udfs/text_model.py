@@ -70,15 +70,14 @@ class CascadeBounds:
 class SecondStage:
     """The encoder-and-heads graph, the fine-tuned encoder whose logits it stacks (if any) and the tokenizer;
     `run` scores the rows it is given and returns their sentence embeddings too (the grooming bank compares
-    messages in the same space). Both encoders read each text as `encoder_input` makes it, with the
-    identity terms the graph's metadata names masked."""
+    messages in the same space)."""
 
     def __init__(self, session: onnxruntime.InferenceSession, tokenizer: Tokenizer, version: str,
                  bounds: CascadeBounds, tuned: onnxruntime.InferenceSession | None = None):
         self._session = session
         self._tokenizer = tokenizer
         self._tuned = tuned
-        self._identity_terms = masked_identity_terms(session)
+        self._identity_terms = None if tuned is None else masked_identity_terms(tuned)
         self.version = version
         self.bounds = bounds
 
@@ -88,24 +87,24 @@ class SecondStage:
         float32[N, C]; a few session runs, by length (`udfs.sentence_encoder.run_by_length`). The
         fine-tuned encoder runs only on the rows in `scored` (bool[N], default all): the other rows' scores
         are not for use, and their embeddings do not depend on it."""
-        read = [encoder_input(text, self._identity_terms) for text in texts]
-        feeds = encode(self._tokenizer, read) | {STAGE1_INPUT: stage1_scores.astype(np.float32)}
+        feeds = encode(self._tokenizer, texts) | {STAGE1_INPUT: stage1_scores.astype(np.float32)}
         if self._tuned is not None:
-            feeds[TUNED_LOGITS] = tuned_logits(self._tuned, self._tokenizer, read,
-                                               np.ones(len(texts), bool) if scored is None else scored)
+            feeds[TUNED_LOGITS] = tuned_logits(self._tuned, self._tokenizer, texts,
+                                               np.ones(len(texts), bool) if scored is None else scored,
+                                               self._identity_terms)
         scores, embeddings = run_by_length(feeds, lambda sliced: self._session.run(["scores", EMBEDDING_OUTPUT],
                                                                                    sliced))
         return scores, embeddings
 
 
 def tuned_logits(session: onnxruntime.InferenceSession, tokenizer: Tokenizer, texts: Sequence[str],
-                 rows: np.ndarray) -> np.ndarray:
-    """The fine-tuned encoder's logits float32[N, T] for `texts` (each already as `encoder_input` makes it),
-    computed for the `rows` (bool[N]) only and 0 elsewhere."""
+                 rows: np.ndarray, identity_terms: re.Pattern | None) -> np.ndarray:
+    """The fine-tuned encoder's logits float32[N, T] for `texts`, computed for the `rows` (bool[N]) only and
+    0 elsewhere, each text as `tuned_input` makes it."""
     logits = np.zeros((len(rows), session.get_outputs()[0].shape[-1]), dtype=np.float32)
     chosen = np.flatnonzero(rows)
     if len(chosen):
-        feeds = encode(tokenizer, [texts[i] for i in chosen])
+        feeds = encode(tokenizer, [tuned_input(texts[i], identity_terms) for i in chosen])
         (logits[chosen],) = run_by_length(feeds, lambda sliced: session.run([TUNED_LOGITS], sliced), TUNED_ROWS_PER_RUN)
     return logits
 
@@ -197,9 +196,9 @@ class TextModel:
         return np.array(rows, dtype=np.float64).reshape(len(texts), len(self.categories))
 
 
-def masked_identity_terms(session: onnxruntime.InferenceSession) -> re.Pattern | None:
-    """The pattern of the identity terms an encoder's graph was trained with masked (its metadata)."""
-    return identity_pattern(json.loads(session.get_modelmeta().custom_metadata_map.get("masked_identity_terms", "[]")))
+def masked_identity_terms(tuned: onnxruntime.InferenceSession) -> re.Pattern | None:
+    """The pattern of the identity terms the fine-tuned encoder was trained with masked (its metadata)."""
+    return identity_pattern(json.loads(tuned.get_modelmeta().custom_metadata_map.get("masked_identity_terms", "[]")))
 
 
 def identity_pattern(terms: Sequence[str]) -> re.Pattern | None:
@@ -209,12 +208,12 @@ def identity_pattern(terms: Sequence[str]) -> re.Pattern | None:
     return re.compile(r"\b(?:" + "|".join(re.escape(t) for t in sorted(terms, key=len, reverse=True)) + r")\b")
 
 
-def encoder_input(text: str, identity_terms: re.Pattern | None) -> str:
-    """What the fine-tuned and the frozen encoder read: the normalised text (`udfs.normalize`, as stage 1
-    reads it: "y0u st00pid 1diot" becomes "you stoopid idiot"), with each identity term masked. In the
-    training text, "gay" and "queer" were mostly insults (Davidson's tweets), so unmasked the encoders'
-    heads learnt to flag the words themselves; masked, they must judge what is said. Slurs are not identity
-    terms and stay visible, and stage 1 still reads every word."""
+def tuned_input(text: str, identity_terms: re.Pattern | None) -> str:
+    """What the fine-tuned encoder reads: the normalised text (`udfs.normalize`, as stage 1 reads it: "y0u
+    st00pid 1diot" becomes "you stoopid idiot"), with each identity term masked. In its training text,
+    "gay" and "queer" were mostly insults (Davidson's tweets), so unmasked it learnt to flag the words
+    themselves; masked, it must judge what is said. Slurs are not identity terms and stay visible, and
+    stage 1 and the frozen heads still read the text as written."""
     folded = normalize(text)
     return folded if identity_terms is None else identity_terms.sub(IDENTITY_MASK, folded)
 
