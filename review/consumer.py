@@ -154,11 +154,17 @@ class ReviewConsumer:
             self.counts.verdicts_published += len(pending)
 
     def run(self, stop: Callable[[], bool]) -> ConsumerCounts:
-        while not stop():
-            self.run_round()
+        try:
+            while not stop():
+                self.run_round()
+        finally:
+            self.close()
+        return self.counts
+
+    def close(self) -> None:
+        """Leaves the consumer group (its partitions go to the group's other members at once) and closes."""
         self._consumer, self._store = _closed(self._consumer), _closed(self._store)
         self._producer.close()
-        return self.counts
 
 
 def _closed(client) -> None:

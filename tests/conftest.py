@@ -47,6 +47,16 @@ def review_environ(services, tmp_path):
     drop_review_database(cfg)
 
 
+@pytest.fixture
+def review_consumer(review_environ):
+    """The review store's consumer on the test's database and topics, closed after the test."""
+    from review.consumer import ReviewConsumer
+
+    consumer = ReviewConsumer(load_config(environ=review_environ))
+    yield consumer
+    consumer.close()
+
+
 def drop_review_database(cfg: LifeguardConfig) -> None:
     with psycopg.connect(**cfg.review.connection_options("postgres"), autocommit=True) as connection:
         connection.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(cfg.review.database)))

@@ -21,7 +21,6 @@ from jobtest import free_port
 from lifeguard.config import load_config
 from lifeguard.schemas import EXAMPLES, ModeratorDecision, ReviewItem
 from review.console import create_app, password_hash
-from review.consumer import ReviewConsumer
 from review.store import Consumed, ReviewStore
 from tools import kafka_io, local
 
@@ -111,7 +110,8 @@ def browser():
     driver.quit()
 
 
-def test_a_reviewer_claims_and_confirms_in_the_browser_and_the_verdict_reaches_kafka(cfg, console_url, browser):
+def test_a_reviewer_claims_and_confirms_in_the_browser_and_the_verdict_reaches_kafka(cfg, console_url, browser,
+                                                                                     review_consumer):
     local.create_topics(cfg)
     wait = WebDriverWait(browser, 20)
     browser.get(console_url + "/")
@@ -126,7 +126,7 @@ def test_a_reviewer_claims_and_confirms_in_the_browser_and_the_verdict_reaches_k
     browser.find_element(By.TAG_NAME, "body").send_keys("c")
     wait.until(expected_conditions.text_to_be_present_in_element((By.CSS_SELECTOR, ".flash"), "c-7f3a: confirm (pii)"))
 
-    consumer = ReviewConsumer(cfg)
+    consumer = review_consumer
     for _ in range(50):
         consumer.run_round(poll_ms=200)
         if consumer.counts.verdicts_published:

@@ -215,14 +215,14 @@ def _rounds(consumer: ReviewConsumer, until, limit_s: float = 30.0) -> None:
     assert until(), f"not reached within {limit_s}s: {consumer.counts}"
 
 
-def test_the_consumer_stores_items_audits_decisions_dead_letters_the_rest_and_publishes_verdicts(cfg):
+def test_the_consumer_stores_items_audits_decisions_dead_letters_the_rest_and_publishes_verdicts(cfg, review_consumer):
     topics = cfg.kafka.topics
     local.create_topics(cfg)
     items = [ReviewItem.model_validate(EXAMPLES["review-queue"] | {"event_id": f"c-{i}", "priority": float(i)})
              for i in range(3)]
     _send(cfg, topics.review_queue, [i.model_dump_json().encode() for i in items] + [b"[" * 100_000])
     _send(cfg, topics.decisions, [json.dumps(EXAMPLES["decisions"]).encode(), b"not json"])
-    consumer = ReviewConsumer(cfg)
+    consumer = review_consumer
     _rounds(consumer, lambda: consumer.counts.items_read == 3 and consumer.counts.decisions_read == 1
             and consumer.counts.dead_letters == 2)
     store = _store(cfg)
@@ -241,9 +241,9 @@ def test_the_consumer_stores_items_audits_decisions_dead_letters_the_rest_and_pu
     assert [e.action for e in store.history("c-2")] == ["queued for review", "claimed", "confirm"]
 
 
-def test_a_database_outage_mid_stream_loses_no_item(cfg):
+def test_a_database_outage_mid_stream_loses_no_item(cfg, review_consumer):
     local.create_topics(cfg)
-    consumer = ReviewConsumer(cfg)
+    consumer = review_consumer
     consumer.run_round(poll_ms=200)  # connected to both, nothing to read yet
     item = ReviewItem.model_validate(EXAMPLES["review-queue"] | {"event_id": "c-kept"})
     _send(cfg, cfg.kafka.topics.review_queue, [item.model_dump_json().encode()])
