@@ -432,8 +432,8 @@ def test_a_new_policy_changes_decisions_and_keeps_the_model_and_blocklist(screen
 
 
 def test_a_policy_whose_blocklist_cannot_be_read_is_rejected_and_the_old_one_stays(screener):
-    new = apply_policy_update(screener.policy, policy_update(
-        document(version="v2", links={"blocklist_files": ["models/build/no-such-list.csv"]})))
+    links = DOCUMENT["links"] | {"blocklist_files": DOCUMENT["links"]["blocklist_files"] + ["models/build/no-such-list.csv"]}
+    new = apply_policy_update(screener.policy, policy_update(document(version="v2", links=links)))
     with pytest.raises(Rejected) as caught:
         screener.set_policy(new)
     assert caught.value.error_kind == "unprocessable" and "no-such-list.csv" in caught.value.reason
