@@ -70,5 +70,6 @@ bench: models services
 
 clean:
 	-$(LG) broker stop
+	-$(LG) review stop
 	-$(LG) review stop-database
 	rm -rf models/build .lifeguard feature_repo/data

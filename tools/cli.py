@@ -39,6 +39,10 @@ def _review(cfg: LifeguardConfig, args) -> None:
         print(local.postgres_ensure(cfg))
     elif args.action == "stop-database":
         print(local.postgres_stop(cfg))
+    elif args.action == "start":
+        print(local.review_services_start(cfg))
+    elif args.action == "stop":
+        print(local.review_services_stop(cfg))
     elif args.action == "migrate":
         created, applied = prepare_database(cfg.review)
         print(f"{'created' if created else 'found'} database {cfg.review.database} on {cfg.review.address}; "
@@ -204,11 +208,12 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(run=_cluster)
     sub.add_parser("redis", help="use the configured Redis, or start a local one").set_defaults(run=_redis)
     s = sub.add_parser("review", help="the review store (PostgreSQL): start, migrate, consume, claim and decide")
-    s.add_argument("action", choices=["database", "stop-database", "migrate", "consume", "serve", "add-reviewer", "claim", "confirm",
-                            "overturn", "escalate"],
+    s.add_argument("action", choices=["database", "stop-database", "migrate", "start", "stop", "consume", "serve", "add-reviewer",
+                            "claim", "confirm", "overturn", "escalate"],
                    help="database: use the configured PostgreSQL or start an embedded one (stop-database stops "
                         "it); migrate: create the "
-                        "database and apply the migrations; consume: store review-queue and audit decisions; "
+                        "database and apply the migrations; start/stop: the consumer and the console in the "
+                        "background; consume: store review-queue and audit decisions; "
                         "serve: the reviewer console; add-reviewer NAME --role ROLE: an account (password from "
                         "LIFEGUARD_REVIEWER_PASSWORD or asked); claim: the next item; confirm/overturn/escalate "
                         "EVENT_ID: a verdict on a claimed item")

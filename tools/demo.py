@@ -1,8 +1,10 @@
 """`lifeguard simulate` and `lifeguard demo`: the simulator wired to Feast and Kafka, and the summary.
 
-The demo starts what a fresh machine lacks (broker, Redis), prepares Feast, runs the moderation job on
-the MiniCluster with its web UI, plays about a minute of simulated platform traffic with injected
-harmful cases, then reports what came out and which injected cases were caught.
+The demo starts what a fresh machine lacks (broker, Redis, PostgreSQL), prepares Feast, runs the
+moderation job on the MiniCluster with its web UI, plays about a minute of simulated platform traffic
+with injected harmful cases, then reports what came out, which injected cases were caught, and the
+review queue's most urgent items; the review store's consumer and console keep running afterwards, with
+a demo login, so the queue can be worked (`lifeguard review stop` ends them).
 """
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ from lifeguard.config import LifeguardConfig
 from jobs.jars import fetch_jars
 from tools.jobrunner import running_job
 from lifeguard.schemas import AgeBand
+from review.console import password_hash
+from review.store import ReviewStore
 from tools.simulator import DAY_MS, InjectedCase, Platform, blocklist_images, build_platform, generate_events, \
     malformed_records, play_day
 from udfs.images import decode_image, image_hashes
@@ -31,10 +35,37 @@ from udfs.policy import CONTACT
 CAUGHT_ACTIONS = {"block": {"block"}, "review": {"block", "review"}}
 
 
+# A senior reviewer's login for the local demo only: printed, and never created outside `lifeguard demo`.
+DEMO_REVIEWER, DEMO_PASSWORD = "demo", "lifeguard-demo"
+
+
 def prepare_services(cfg: LifeguardConfig, say=print) -> None:
     fetch_jars(cfg.path(cfg.runtime_dir) / "jars")
     say(local.broker_start(cfg))
     say(local.redis_ensure(cfg))
+
+
+def prepare_review(cfg: LifeguardConfig) -> str:
+    """The review store, its consumer and console in the background, and the demo's reviewer account."""
+    said = local.review_services_start(cfg)
+    ReviewStore.connect(cfg.review).add_reviewer(DEMO_REVIEWER, "senior", password_hash(DEMO_PASSWORD))
+    return said
+
+
+def review_queue_top(cfg: LifeguardConfig, expected: set[str], timeout_s: float = 30, shown: int = 8) -> str:
+    """The most urgent undecided items once the review consumer has stored this run's (`expected` ids)."""
+    store = ReviewStore.connect(cfg.review)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        undecided = store.undecided(limit=1000)
+        if expected <= {item.event_id for item, _ in undecided} or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    store.close()
+    rows = [[f"{item.priority:.2f}", item.kind, ", ".join(item.categories), (item.excerpt[:60] + "...")
+             if len(item.excerpt) > 60 else item.excerpt] for item, _ in undecided[:shown]]
+    return (f"{len(undecided)} undecided items in the review store; the most urgent:\n"
+            + tabulate(rows, headers=["priority", "kind", "categories", "excerpt"], tablefmt="github"))
 
 
 def prepare_feast(cfg: LifeguardConfig, platform: Platform) -> int:
@@ -203,6 +234,7 @@ def children_with_parents(platform: Platform, count: int) -> list[str]:
 def run_demo(cfg: LifeguardConfig, users: int, duration_s: float, rate: float, seed: int,
              screenshot: Path | None = None) -> str:
     prepare_services(cfg)
+    print(prepare_review(cfg))
     now_ms = int(time.time() * 1000)
     platform = build_platform(users, seed, now_ms=now_ms)
     print(f"Feast: loaded {prepare_feast(cfg, platform)} user profiles into Redis and the offline store")
@@ -227,4 +259,8 @@ def run_demo(cfg: LifeguardConfig, users: int, duration_s: float, rate: float, s
             except (RuntimeError, OSError, subprocess.SubprocessError) as error:  # the summary still comes
                 print(f"Web UI screenshot not taken: {error}")
     per_child = child_summary(open_store(cfg), children, outputs[cfg.kafka.topics.parent_alerts])
-    return f"{summary(cfg, published, outputs)}\n\nChildren's day (Feast online store, parent alerts)\n{per_child}"
+    queued = {r["event_id"] for r in outputs[cfg.kafka.topics.review_queue]}
+    console = (f"Reviewer console: http://{cfg.review.console_host}:{cfg.review.console_port} (local demo login: "
+               f"{DEMO_REVIEWER} / {DEMO_PASSWORD}); it keeps running: `lifeguard review stop` ends it")
+    return (f"{summary(cfg, published, outputs)}\n\nChildren's day (Feast online store, parent alerts)\n{per_child}"
+            f"\n\nReview queue (PostgreSQL review store)\n{review_queue_top(cfg, queued)}\n\n{console}")

