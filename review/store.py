@@ -247,6 +247,13 @@ class ReviewStore:
         self._db.commit()
         return row
 
+    def audit_between(self, start: datetime, end: datetime) -> list[dict]:
+        """The audit log's rows from `start` to `end` (event_id, at, actor, action, record_kind, record), in order."""
+        rows = self._db.execute("SELECT event_id, at, actor, action, record_kind, record FROM audit_log "
+                                "WHERE at >= %s AND at < %s ORDER BY id", (start, end)).fetchall()
+        self._db.commit()
+        return rows
+
     def history(self, event_id: str) -> list[AuditEntry]:
         """Everything the audit log holds on `event_id`, in the order it happened."""
         rows = self._db.execute("SELECT at, actor, action, detail FROM audit_log WHERE event_id = %s ORDER BY id",

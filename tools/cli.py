@@ -89,6 +89,17 @@ def _audit(cfg: LifeguardConfig, args) -> None:
         print(f"{entry.at.isoformat(timespec='milliseconds')}  {entry.actor}: {entry.action}  {json.dumps(entry.detail)}")
 
 
+def _report(cfg: LifeguardConfig, args) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from review.store import ReviewStore
+    from tools.report import build_report, render
+
+    end = args.until or datetime.now(timezone.utc)
+    start = args.since or end - timedelta(days=1)
+    print(render(build_report(ReviewStore.connect(cfg.review).audit_between(start, end), start, end), args.chart))
+
+
 def _jars(cfg: LifeguardConfig, args) -> None:
     from jobs.jars import fetch_jars
 
@@ -195,6 +206,14 @@ def _feast(cfg: LifeguardConfig, args) -> None:
     print(f"applied the Feast definitions in {cfg.feast.repo_path} (registry in {cfg.feast.data_dir})")
 
 
+def _utc(text: str):
+    """An ISO 8601 time; one without a zone is UTC."""
+    from datetime import datetime, timezone
+
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lifeguard", description="Real-time child-safety moderation on Flink.")
     p.add_argument("--config", type=Path, help="YAML config (default: flink-conf/lifeguard.yaml)")
@@ -225,6 +244,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--note", default="")
     s.add_argument("--seconds", type=float, help="consume: stop after this long (default: run until interrupted)")
     s.set_defaults(run=_review)
+    s = sub.add_parser("report", help="actions by category, appeal overturn and proactive rates, time to claim")
+    s.add_argument("--since", type=_utc, help="start, ISO 8601 (default: a day before --until)")
+    s.add_argument("--until", type=_utc, help="end, ISO 8601 (default: now)")
+    s.add_argument("--chart", type=Path, help="also write the time-to-claim histogram here (PNG)")
+    s.set_defaults(run=_report)
     s = sub.add_parser("audit", help="an event's whole history: decision, review, verdicts")
     s.add_argument("event_id")
     s.set_defaults(run=_audit)
