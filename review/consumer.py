@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 POLL_RECORDS = 500
 # After a failed round (database or broker away), wait this long before reconnecting.
 RETRY_S = 2.0
+# How long leaving the group may take on close: unanswered (a broker that is away, or slow to answer a
+# LeaveGroup), the partitions move once the member's session times out instead.
+CLOSE_TIMEOUT_MS = 3000
 
 
 @dataclass
@@ -85,7 +88,7 @@ class ReviewConsumer:
             batch = consumer.poll(timeout_ms=poll_ms, max_records=POLL_RECORDS)
         except KafkaError as error:
             self._failed(error)
-            self._consumer = _closed(self._consumer)
+            self._consumer = _closed(self._consumer, timeout_ms=CLOSE_TIMEOUT_MS)
             return
         try:
             store = self._database()
@@ -116,7 +119,7 @@ class ReviewConsumer:
                 consumer.seek(partition, records[0].offset)
         except KafkaError as error:  # stored already: records read again are stored once
             self._failed(error)
-            self._consumer = _closed(self._consumer)
+            self._consumer = _closed(self._consumer, timeout_ms=CLOSE_TIMEOUT_MS)
 
     def _failed(self, error: Exception) -> None:
         self.counts.failed_rounds += 1
@@ -163,15 +166,15 @@ class ReviewConsumer:
 
     def close(self) -> None:
         """Leaves the consumer group (its partitions go to the group's other members at once) and closes."""
-        self._consumer, self._store = _closed(self._consumer), _closed(self._store)
+        self._consumer, self._store = _closed(self._consumer, timeout_ms=CLOSE_TIMEOUT_MS), _closed(self._store)
         self._producer.close()
 
 
-def _closed(client) -> None:
+def _closed(client, **options) -> None:
     """Closes a client that may be broken already (closing is best effort); returns None, its new value."""
     if client is not None:
         try:
-            client.close()
+            client.close(**options)
         except Exception:
             pass
     return None

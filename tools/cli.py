@@ -50,8 +50,13 @@ def _review(cfg: LifeguardConfig, args) -> None:
     elif args.action == "consume":
         from review.consumer import ReviewConsumer
 
+        import signal
+
         deadline = time.monotonic() + args.seconds if args.seconds else None
-        counts = ReviewConsumer(cfg).run(lambda: deadline is not None and time.monotonic() > deadline)
+        stopping = []
+        # SIGTERM (`lifeguard review stop`) ends the round in progress and leaves the consumer group.
+        signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+        counts = ReviewConsumer(cfg).run(lambda: bool(stopping) or (deadline is not None and time.monotonic() > deadline))
         print(json.dumps({k: v for k, v in vars(counts).items() if k != "errors"} | {"errors": counts.errors[-5:]}))
     elif args.action == "serve":
         from review.console import create_app
