@@ -93,13 +93,16 @@ class _Daemon:
         if pid is None:
             return False
         os.kill(pid, signal.SIGTERM)
-        for _ in range(100):
+        for _ in range(200):  # 10 s to end cleanly (the review consumer leaves its group first)
             try:
                 os.kill(pid, 0)
             except ProcessLookupError:
                 return True
             time.sleep(0.05)
-        os.kill(pid, signal.SIGKILL)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:  # it ended after all
+            pass
         return True
 
 
