@@ -32,6 +32,7 @@ class Topics(_Section):
     chat: str = "chat"
     sessions: str = "sessions"
     appeals: str = "appeals"
+    engagement: str = "engagement"
     hash_bank_updates: str = "hash-bank-updates"
     policy_updates: str = "policy-updates"
     moderator_decisions: str = "moderator-decisions"
@@ -299,6 +300,11 @@ class ReviewConfig(_Section):
     cleared_bank: str = "reviewer-cleared"
     # An appeal's priority is at least this: above every ordinary item (at most 3: risk 1, a room, a minor).
     appeal_priority: float = Field(5.0, ge=0)
+    # Live priority: an item's priority is its queued priority times log10(10 + views per minute over the last
+    # `velocity_window_s`), so an unviewed item keeps it (x1) and a viral one rises (x2 at 90 views/min, x3
+    # at 990); a change under `material_change` of the current priority is not written.
+    velocity_window_s: int = Field(300, ge=60)
+    material_change: float = Field(0.1, ge=0)
     # The reviewer console (`lifeguard review serve`); its session key through LIFEGUARD_REVIEW__CONSOLE_SECRET
     # (unset: a random key per start, so sessions end with the process).
     console_host: str = "127.0.0.1"

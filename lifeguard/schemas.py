@@ -126,6 +126,16 @@ class Appeal(_Input):
     statement: Annotated[str, StringConstraints(max_length=2000)] = ""
 
 
+class Engagement(_Input):
+    """Topic ``engagement``: views, shares and a user report of a decided event's content, as the platform
+    counts them (``user_id``: the viewer or reporter; views and shares may be totals of a short interval)."""
+
+    subject_event_id: Id
+    views: int = Field(0, ge=0, le=10**9)
+    shares: int = Field(0, ge=0, le=10**9)
+    report: bool = False
+
+
 class HashBankUpdate(_Record):
     """Topic ``hash-bank-updates``: add or remove a hash, enable or disable a bank."""
 
@@ -258,7 +268,7 @@ class DeadLetter(_Record):
 
 INPUT_SCHEMAS: dict[str, type[_Input]] = {"chat": ChatMessage, "uploads": Upload, "sessions": SessionEvent}
 # What users send to the review store rather than to the moderation job.
-REVIEW_INPUT_SCHEMAS: dict[str, type[_Input]] = {"appeals": Appeal}
+REVIEW_INPUT_SCHEMAS: dict[str, type[_Input]] = {"appeals": Appeal, "engagement": Engagement}
 CONTROL_SCHEMAS: dict[str, type[_Record]] = {
     "hash-bank-updates": HashBankUpdate,
     "policy-updates": PolicyUpdate,
@@ -282,6 +292,8 @@ EXAMPLES: dict[str, dict] = {
                  "type": "join", "room_id": "r-lobby"},
     "appeals": {"schema_version": 1, "event_id": "ap-3c1d", "ts": 1767226000000, "user_id": "u-102",
                 "subject_event_id": "c-7f3a", "statement": "it was a joke between friends"},
+    "engagement": {"schema_version": 1, "event_id": "en-88c2", "ts": 1767226000000, "user_id": "u-733",
+                   "subject_event_id": "up-91b2", "views": 120, "shares": 3, "report": False},
     "hash-bank-updates": {"schema_version": 1, "event_id": "hb-1", "op": "add", "bank": "known-bad",
                           "signal_type": "phash", "hash": "d1c4e0b0f0f8f8f0"},
     "policy-updates": {"schema_version": 1, "event_id": "pol-2", "policy": {"version": "2026-11-23.2"}},

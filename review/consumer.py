@@ -1,7 +1,8 @@
 """Kafka in and out of the review store: `lifeguard review consume`.
 
-Reads ``review-queue`` (items to store), ``appeals`` (items above the ordinary queue), ``decisions`` and
-``parent-alerts`` (to audit) under a consumer group, and commits a batch's offsets only after its database transaction: with the store's inserts keyed
+Reads ``review-queue`` (items to store), ``appeals`` (items above the ordinary queue), ``engagement`` (views
+that re-rank waiting items each round, user reports), ``decisions`` and ``parent-alerts`` (to audit) under a
+consumer group, and commits a batch's offsets only after its database transaction: with the store's inserts keyed
 by event and source, a crash or a database outage anywhere re-reads records and changes nothing twice. A
 record that is not valid for its topic, or an appeal with nothing to appeal, goes to ``dead-letter`` with
 its bytes and the reason. Each round
@@ -43,6 +44,7 @@ class ConsumerCounts:
     decisions_read: int = 0
     alerts_read: int = 0
     appeals_new: int = 0
+    reranked: int = 0
     dead_letters: int = 0
     verdicts_published: int = 0
     failed_rounds: int = 0
@@ -60,7 +62,8 @@ class ReviewConsumer:
         self.counts = ConsumerCounts()
         # topic name -> the schema its records are read with
         self._schemas = {self.topics.review_queue: "review-queue", self.topics.decisions: "decisions",
-                         self.topics.parent_alerts: "parent-alerts", self.topics.appeals: "appeals"}
+                         self.topics.parent_alerts: "parent-alerts", self.topics.appeals: "appeals",
+                         self.topics.engagement: "engagement"}
         self._producer = KafkaProducer(bootstrap_servers=cfg.kafka.bootstrap_servers, acks="all", retries=5,
                                        **cfg.kafka.security.python_client_options())
         self._consumer: KafkaConsumer | None = None
@@ -101,6 +104,8 @@ class ReviewConsumer:
             # Outputs first: an item's decision is audited before its queueing when both came in one batch.
             store.record_outputs(valid["decisions"], valid["parent-alerts"])
             self.counts.items_new += store.enqueue(valid["review-queue"])
+            store.record_engagement(valid["engagement"])
+            self.counts.reranked += len(store.rerank(_now_ms()))
             for record, appeal in read["appeals"]:
                 try:
                     self.counts.appeals_new += store.enqueue_appeal(appeal)

@@ -24,7 +24,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from lifeguard.config import ReviewConfig
-from lifeguard.schemas import SCHEMA_VERSION, Appeal, Decision, ModeratorDecision, ParentAlert, ReviewItem
+from lifeguard.schemas import SCHEMA_VERSION, Appeal, Decision, Engagement, ModeratorDecision, ParentAlert, ReviewItem
 from review.verdicts import OutboxRecord, appeal_item, consequences
 
 R = TypeVar("R")
@@ -66,10 +66,10 @@ WITH incoming AS (
         event_id text, user_id text, kind text, priority float8, categories jsonb, reasons jsonb, excerpt text,
         created_ts bigint, hashes jsonb, subject_event_id text, excluded_reviewer text, source text)
 ), inserted AS (
-    INSERT INTO review_items (event_id, subject_event_id, excluded_reviewer, user_id, kind, priority, categories,
-                              reasons, excerpt, created_ts, hashes)
-    SELECT event_id, coalesce(subject_event_id, event_id), excluded_reviewer, user_id, kind, priority, categories,
-           reasons, excerpt, created_ts, hashes FROM incoming
+    INSERT INTO review_items (event_id, subject_event_id, excluded_reviewer, user_id, kind, priority, base_priority,
+                              categories, reasons, excerpt, created_ts, hashes)
+    SELECT event_id, coalesce(subject_event_id, event_id), excluded_reviewer, user_id, kind, priority, priority,
+           categories, reasons, excerpt, created_ts, hashes FROM incoming
     ON CONFLICT DO NOTHING
     RETURNING event_id, subject_event_id
 )
@@ -89,6 +89,45 @@ SELECT event_id, actor, action, detail, record_kind, record, source
 FROM jsonb_to_recordset(%(rows)s) AS r(event_id text, actor text, action text, detail jsonb, record_kind text,
                                        record jsonb, source text)
 ON CONFLICT (source) DO NOTHING
+"""
+
+_RECORD_ENGAGEMENT = """
+WITH incoming AS (
+    SELECT DISTINCT ON (event_id) * FROM jsonb_to_recordset(%(rows)s) AS r(
+        event_id text, user_id text, subject_event_id text, minute bigint, views bigint, shares bigint,
+        report boolean, source text)
+), fresh AS (
+    INSERT INTO engagement_seen SELECT event_id FROM incoming ON CONFLICT DO NOTHING RETURNING event_id
+), counted AS (
+    INSERT INTO engagement_minutes (subject_event_id, minute, views, shares)
+    SELECT subject_event_id, minute, sum(views), sum(shares) FROM incoming JOIN fresh USING (event_id)
+    GROUP BY subject_event_id, minute
+    ON CONFLICT (subject_event_id, minute) DO UPDATE
+    SET views = engagement_minutes.views + EXCLUDED.views, shares = engagement_minutes.shares + EXCLUDED.shares
+)
+INSERT INTO audit_log (event_id, actor, action, source)
+SELECT subject_event_id, user_id, 'reported by a user', source FROM incoming JOIN fresh USING (event_id) WHERE report
+ON CONFLICT (source) DO NOTHING
+"""
+
+# Live priority: the queued priority times log10(10 + views per minute over the window), for the undecided
+# items that had views in the window or were raised before (so they fall back once views stop); written
+# only where it moves by more than the material share.
+_RERANK = """
+WITH velocity AS (
+    SELECT i.event_id, i.base_priority * log(10 + coalesce(sum(e.views), 0) / %(window_minutes)s::float8) AS live
+    FROM review_items i
+    LEFT JOIN engagement_minutes e ON e.subject_event_id = i.subject_event_id AND e.minute >= %(since)s
+    WHERE i.state <> 'decided'
+      AND (i.priority <> i.base_priority
+           OR EXISTS (SELECT 1 FROM engagement_minutes m WHERE m.subject_event_id = i.subject_event_id
+                      AND m.minute >= %(since)s))
+    GROUP BY i.event_id, i.base_priority
+)
+UPDATE review_items r SET priority = v.live
+FROM velocity v
+WHERE r.event_id = v.event_id AND abs(v.live - r.priority) > %(material)s * r.priority
+RETURNING r.event_id
 """
 
 # The most urgent item a reviewer may take: waiting, or claimed under a lease that has lapsed.
@@ -160,6 +199,26 @@ class ReviewStore:
         if rows:
             with self._db.transaction():
                 self._db.execute(_RECORD_OUTPUTS, {"rows": Jsonb(rows)})
+
+    def record_engagement(self, records: Sequence[Consumed[Engagement]]) -> None:
+        """Counts the views and shares of the records not counted before, per content event and minute,
+        and appends each user report to the audit log."""
+        rows = [{"event_id": c.record.event_id, "user_id": c.record.user_id, "subject_event_id": c.record.subject_event_id,
+                 "minute": c.record.ts - c.record.ts % 60_000, "views": c.record.views, "shares": c.record.shares,
+                 "report": c.record.report, "source": c.source} for c in records]
+        if rows:
+            with self._db.transaction():
+                self._db.execute(_RECORD_ENGAGEMENT, {"rows": Jsonb(rows)})
+
+    def rerank(self, now_ms: int) -> list[str]:
+        """Sets each undecided item's live priority from its views per minute as of `now_ms`
+        (`ReviewConfig.velocity_window_s`); returns the items whose priority moved materially."""
+        window_ms = self.config.velocity_window_s * 1000
+        since = now_ms - window_ms - now_ms % 60_000  # whole minutes, the current one included
+        with self._db.transaction():
+            rows = self._db.execute(_RERANK, {"window_minutes": window_ms / 60_000, "since": since,
+                                              "material": self.config.material_change}).fetchall()
+        return [row["event_id"] for row in rows]
 
     def claim_next(self, reviewer: str, senior: bool = False) -> ReviewItem | None:
         """The most urgent item `reviewer` may take, now claimed by them for `lease_s`; None if none waits."""

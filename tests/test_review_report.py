@@ -6,7 +6,9 @@ import json
 from datetime import datetime, timedelta, timezone
 
 from lifeguard.config import load_config
-from lifeguard.schemas import EXAMPLES, Appeal, Decision, ReviewItem
+import pytest
+
+from lifeguard.schemas import EXAMPLES, Appeal, Decision, Engagement, ReviewItem
 from review.store import Consumed, ReviewStore
 from tools.cli import main
 from tools.report import build_report, render
@@ -40,12 +42,17 @@ def test_the_report_counts_what_happened(review_environ, tmp_path):
     (correction,) = [r["value"] for r in published.records if r["topic"] == "decisions"]
     store.record_outputs([Consumed(Decision.model_validate_json(json.dumps(correction)), "decisions:0:99")], [])
 
+    # Users report c-3, which the models allowed: one missed, against two detected.
+    store.record_engagement([Consumed(Engagement.model_validate_json(json.dumps(EXAMPLES["engagement"] | {
+        "event_id": f"en-{n}", "subject_event_id": "c-3", "report": True, "user_id": f"u-{n}"})), f"engagement:0:{n}")
+        for n in range(2)])
     now = datetime.now(timezone.utc)
     report = build_report(store.audit_between(now - timedelta(hours=1), now + timedelta(minutes=1)),
                           now - timedelta(hours=1), now)
     assert report.actions == {("block", "toxicity"): 1, ("allow", "-"): 2}  # c-2's review was overturned
     assert report.detected == 2 and (report.appeals_decided, report.appeals_overturned) == (1, 1)
-    assert report.appeal_overturn_rate == 0.5 and report.proactive_rate == 1.0
+    assert report.appeal_overturn_rate == 0.5 and report.reported_by_users == 1
+    assert report.proactive_rate == pytest.approx(2 / 3)
     assert len(report.claim_waits_s) == 3 and all(0 <= w < 60 for w in report.claim_waits_s)
     chart = tmp_path / "claims.png"
     text = render(report, chart)

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from lifeguard.config import load_config
-from lifeguard.schemas import EXAMPLES, Appeal, Decision, ModeratorDecision, ParentAlert, ReviewItem
+from lifeguard.schemas import EXAMPLES, Appeal, Decision, Engagement, ModeratorDecision, ParentAlert, ReviewItem
 from review.consumer import ReviewConsumer
 from review.schema import migrations, prepare_database
 from review.store import Consumed, ReviewError, ReviewStore
@@ -298,3 +298,57 @@ def test_an_appeal_with_nothing_to_appeal_is_refused(cfg, subject, user, refused
     with pytest.raises(Rejected, match=refused):
         store.enqueue_appeal(_appeal(subject, user))
     assert store.claim_next("ana") is None
+
+
+def _views(subject: str, views: int, ts: int, event_id: str, report: bool = False, user: str = "u-9") -> Consumed[Engagement]:
+    record = Engagement.model_validate_json(json.dumps(EXAMPLES["engagement"] | {
+        "event_id": event_id, "subject_event_id": subject, "views": views, "ts": ts, "report": report, "user_id": user}))
+    return Consumed(record, f"engagement:0:{event_id}")
+
+
+def test_views_raise_a_waiting_items_priority_and_it_falls_back_when_they_stop(cfg):
+    store = _store(cfg)
+    now = int(time.time() * 1000)
+    store.enqueue([_item("c-1", 1.0), _item("c-2", 2.0)])
+    store.record_engagement([_views("c-1", 4_950, now, "en-1")])
+    store.record_engagement([_views("c-1", 4_950, now, "en-1")])  # re-delivered: counted once
+    assert store.rerank(now) == ["c-1"]
+    # 4,950 views over the 5-minute window: 990 a minute, log10(10 + 990) = 3.
+    assert store.claim_next("ana").event_id == "c-1"
+    assert store.undecided()[0][0].priority == pytest.approx(3.0)
+    assert store.rerank(now + 10 * 60_000) == ["c-1"]  # the views left the window
+    assert {i.event_id: i.priority for i, _ in store.undecided()} == {"c-1": 1.0, "c-2": 2.0}
+
+
+def test_small_changes_are_not_written(cfg):
+    store = _store(cfg)
+    now = int(time.time() * 1000)
+    store.enqueue([_item("c-1", 1.0)])
+    store.record_engagement([_views("c-1", 5, now, "en-1")])  # 1 a minute: log10(11) = 1.04
+    assert store.rerank(now) == []
+
+
+def test_a_user_report_is_audited_once_per_record(cfg):
+    store = _store(cfg)
+    now = int(time.time() * 1000)
+    store.record_engagement([_views("c-9", 0, now, "en-1", report=True, user="u-5")] * 2)
+    assert [(e.actor, e.action) for e in store.history("c-9")] == [("u-5", "reported by a user")]
+
+
+def test_with_10000_items_waiting_a_viral_one_is_claimed_before_higher_risk_unviewed_ones(cfg, review_consumer):
+    local.create_topics(cfg)
+    store = _store(cfg)
+    old = int(time.time() * 1000) - 3_600_000
+    for start in range(0, 10_000, 2000):
+        store.enqueue([_item(f"c-{i}", 2.0 + (i % 100) / 100, old + i) for i in range(start, start + 2000)])
+    store.enqueue([_item("c-viral", 0.8)])  # x log10(10 + 20,000 a minute) = 3.44, above every other
+    assert store.claim_next("probe").event_id != "c-viral"
+    now = int(time.time() * 1000)
+    started = time.monotonic()
+    # Views climbing: 100, 1,000, then 100,000 in the current minute (20,000 a minute over the window).
+    _send(cfg, cfg.kafka.topics.engagement, [
+        _views("c-viral", views, now, f"en-{i}").record.model_dump_json().encode()
+        for i, views in enumerate((100, 1_000, 98_900))])
+    _rounds(review_consumer, lambda: _store(cfg).undecided(limit=1)[0][0].event_id == "c-viral", limit_s=60)
+    assert store.claim_next("ana").event_id == "c-viral"
+    assert time.monotonic() - started < 60  # bounded: engagement to the head of the queue

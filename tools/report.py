@@ -4,8 +4,8 @@
   replaces the decision it supersedes), by action and by the category in their reasons.
 - Appeal overturn rate: overturned appeals / harmful items detected (events decided with any action but
   allow), and overturned / decided appeals beside it.
-- Proactive rate: detected / (detected + reported by users). Users' reports have no input topic yet, so
-  nothing counts as reported and the rate is 1 by construction: the report says so.
+- Proactive rate: detected / (detected + reported by users), "reported" being the events users reported
+  (``engagement`` records with ``report``) that the automated decision had allowed: what the models missed.
 - Time to claim: from an item's queueing to its first claim, p50 / p90 / p99, with a histogram (`--chart`).
 """
 from __future__ import annotations
@@ -49,6 +49,7 @@ def build_report(rows: list[dict], start: datetime, end: datetime) -> Report:
     queued: dict[str, datetime] = {}
     claimed: set[str] = set()
     appeal_items: set[str] = set()
+    reported: set[str] = set()
     for row in rows:
         if row["record_kind"] == "decision":
             latest[row["event_id"]] = row["record"]
@@ -57,6 +58,8 @@ def build_report(rows: list[dict], start: datetime, end: datetime) -> Report:
         elif row["action"] == "claimed" and row["event_id"] in queued and row["event_id"] not in claimed:
             claimed.add(row["event_id"])
             report.claim_waits_s.append((row["at"] - queued[row["event_id"]]).total_seconds())
+        if row["action"] == "reported by a user":
+            reported.add(row["event_id"])
         if row["action"] == "appealed":
             appeal_items.add(row["event_id"])
             claimed.discard(row["event_id"])  # the appeal's own first claim counts too
@@ -65,10 +68,12 @@ def build_report(rows: list[dict], start: datetime, end: datetime) -> Report:
             report.appeals_decided += 1
             report.appeals_overturned += row["action"] == "overturn"
             appeal_items.discard(row["event_id"])
-    for record in latest.values():
+    for event_id, record in latest.items():
         first = record["supersedes"] if record.get("supersedes") else record
         if first["action"] != "allow":
             report.detected += 1
+        elif event_id in reported:
+            report.reported_by_users += 1
         for category in decision_categories(record["reasons"]) if record["action"] != "allow" else ["-"]:
             report.actions[record["action"], category] += 1
     return report
@@ -85,8 +90,8 @@ def render(report: Report, chart: Path | None = None) -> str:
              f"harmful items detected (first decision not allow): {report.detected}",
              f"appeal overturn rate (overturned appeals / detected): {share(report.appeal_overturn_rate)} "
              f"({report.appeals_overturned} of {report.appeals_decided} decided appeals overturned)",
-             f"proactive rate (detected / (detected + reported by users)): {share(report.proactive_rate)}; users' "
-             f"reports have no input topic yet, so none are counted"]
+             f"proactive rate (detected / (detected + reported by users)): {share(report.proactive_rate)} "
+             f"({report.reported_by_users} allowed events reported by users)"]
     if len(waits):
         p50, p90, p99 = np.percentile(waits, [50, 90, 99])
         lines.append(f"time to claim, {len(waits)} items: p50 {p50:.1f} s, p90 {p90:.1f} s, p99 {p99:.1f} s")
