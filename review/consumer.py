@@ -35,6 +35,7 @@ RETRY_S = 2.0
 # How long leaving the group may take on close: unanswered (a broker that is away, or slow to answer a
 # LeaveGroup), the partitions move once the member's session times out instead.
 CLOSE_TIMEOUT_MS = 3000
+METADATA_MAX_AGE_MS = 10_000
 
 
 @dataclass
@@ -74,7 +75,9 @@ class ReviewConsumer:
             self._consumer = KafkaConsumer(
                 *self._schemas, bootstrap_servers=self.cfg.kafka.bootstrap_servers,
                 group_id=self.cfg.review.consumer_group, enable_auto_commit=False, auto_offset_reset="earliest",
-                **self.cfg.kafka.security.python_client_options())
+                # A topic created after the subscription, or not yet in the broker's metadata when it began,
+                # is read within this long instead of kafka-python's default five minutes.
+                metadata_max_age_ms=METADATA_MAX_AGE_MS, **self.cfg.kafka.security.python_client_options())
         return self._consumer
 
     def _database(self) -> ReviewStore:

@@ -306,6 +306,14 @@ class ReviewStore:
         self._db.commit()
         return row
 
+    def labels(self) -> list[dict]:
+        """Every label the verdicts sent out (`review.verdicts`: confirmed or overturned messages), oldest
+        first, as the labels topic carries them: the offline copy retraining reads."""
+        rows = self._db.execute("SELECT entry -> 'value' AS label FROM verdicts, jsonb_array_elements(outbox) AS entry "
+                                "WHERE entry ->> 'topic' = 'labels' ORDER BY decided_at").fetchall()
+        self._db.commit()
+        return [row["label"] for row in rows]
+
     def audit_between(self, start: datetime, end: datetime) -> list[dict]:
         """The audit log's rows from `start` to `end` (event_id, at, actor, action, record_kind, record), in order."""
         rows = self._db.execute("SELECT event_id, at, actor, action, record_kind, record FROM audit_log "

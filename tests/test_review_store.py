@@ -198,6 +198,7 @@ def test_an_overturned_block_sends_its_correction_with_the_verdict(cfg):
     assert (by_topic["decisions"]["action"], by_topic["decisions"]["supersedes"]["decided_ts"]) == ("allow", DECISION.decided_ts)
     assert by_topic["parent_alerts"]["kind"] == "correction"
     assert by_topic["labels"]["verdict"] == "overturn" and by_topic["labels"]["categories"] == ["pii"]
+    assert store.labels() == [by_topic["labels"]]  # the offline copy, for retraining
 
 
 def _send(cfg, topic: str, values: list[bytes]) -> None:

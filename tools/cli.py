@@ -74,6 +74,9 @@ def _review(cfg: LifeguardConfig, args) -> None:
         password = os.environ.get("LIFEGUARD_REVIEWER_PASSWORD") or getpass.getpass(f"password for {args.event_id}: ")
         ReviewStore.connect(cfg.review).add_reviewer(args.event_id, args.role, password_hash(password))
         print(f"saved reviewer {args.event_id} ({args.role})")
+    elif args.action == "labels":
+        for label in ReviewStore.connect(cfg.review).labels():
+            print(json.dumps(label))
     elif args.action == "claim":
         item = ReviewStore.connect(cfg.review).claim_next(args.reviewer, senior=args.senior)
         print("nothing waits for review" if item is None else item.model_dump_json(indent=2))
@@ -233,13 +236,13 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("redis", help="use the configured Redis, or start a local one").set_defaults(run=_redis)
     s = sub.add_parser("review", help="the review store (PostgreSQL): start, migrate, consume, claim and decide")
     s.add_argument("action", choices=["database", "stop-database", "migrate", "start", "stop", "consume", "serve", "add-reviewer",
-                            "claim", "confirm", "overturn", "escalate"],
+                            "labels", "claim", "confirm", "overturn", "escalate"],
                    help="database: use the configured PostgreSQL or start an embedded one (stop-database stops "
                         "it); migrate: create the "
                         "database and apply the migrations; start/stop: the consumer and the console in the "
                         "background; consume: store review-queue and audit decisions; "
                         "serve: the reviewer console; add-reviewer NAME --role ROLE: an account (password from "
-                        "LIFEGUARD_REVIEWER_PASSWORD or asked); claim: the next item; confirm/overturn/escalate "
+                        "LIFEGUARD_REVIEWER_PASSWORD or asked); labels: every label as JSON lines; claim: the next item; confirm/overturn/escalate "
                         "EVENT_ID: a verdict on a claimed item")
     s.add_argument("event_id", nargs="?", help="the claimed item (confirm, overturn, escalate); the name (add-reviewer)")
     s.add_argument("--role", default="reviewer", help="add-reviewer: reviewer, senior or admin")
