@@ -1,6 +1,8 @@
 """The review store: the queue reviewers claim from, their verdicts and the audit log, in PostgreSQL.
 
 - Items arrive from ``review-queue`` and are stored once by ``event_id``: a re-delivered item changes nothing.
+- Views from ``engagement`` raise a waiting item's priority (`rerank`: its queued priority times
+  log10(10 + views per minute)), so a harmful item going viral reaches a reviewer first.
 - A reviewer claims the most urgent waiting item with ``FOR UPDATE SKIP LOCKED`` under a lease: two
   reviewers never get the same item, and an item whose lease lapses goes back to the queue.
 - A verdict is stored with the claim's end in one transaction, with what it sends out
