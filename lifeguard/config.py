@@ -292,7 +292,8 @@ class ReviewConfig(_Section):
     # A claimed item goes back to the queue this long after its claim unless decided: a reviewer who walks
     # away blocks nothing.
     lease_s: int = Field(600, ge=10)
-    # The review store's consumer of review-queue and decisions commits its offsets under this group.
+    # The review store's consumer (review-queue, appeals, engagement, decisions, parent-alerts) commits
+    # its offsets under this group.
     consumer_group: str = "lifeguard-review"
     # Where a reviewer's verdict on an upload sends its hashes (through hash-bank-updates): a confirmed
     # violation to a block bank, an overturned one to an allow bank. Their kinds are policy (images.banks).

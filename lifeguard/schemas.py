@@ -173,11 +173,17 @@ class ModeratorDecision(_Record):
 
 # ---- outputs -------------------------------------------------------------------------------------
 
+# An output's enum read back from its JSON (the review store reads decisions): strict validation would take
+# only an instance, and a parsed record holds the value.
+OutputAction = Annotated[Action, Field(strict=False)]
+OutputAgeBand = Annotated[AgeBand, Field(strict=False)]
+
+
 class Superseded(_Record):
     """The decision a correction replaces: consumers undo what they did on it (its counts, its action)."""
 
     decided_ts: EpochMillis
-    action: Action
+    action: OutputAction
     reasons: list[str]
 
 
@@ -188,10 +194,10 @@ class Decision(_Record):
     event_id: Id
     user_id: Id
     kind: Literal["chat", "upload"]
-    action: Action
+    action: OutputAction
     scores: dict[str, float]
     reasons: list[str]
-    age_band: AgeBand = Field(description="the band the policy applied: the youngest party involved")
+    age_band: OutputAgeBand = Field(description="the band the policy applied: the youngest party involved")
     policy_version: str
     model_version: str
     event_ts: EpochMillis

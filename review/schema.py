@@ -53,6 +53,12 @@ def create_database(config: ReviewConfig) -> bool:
         return True
 
 
+def drop_database(config: ReviewConfig) -> None:
+    """Drops the configured database, closing its connections (a test's or a benchmark's own)."""
+    with psycopg.connect(**config.connection_options("postgres"), autocommit=True) as connection:
+        connection.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(config.database)))
+
+
 def migrate(connection: psycopg.Connection, folder: Path = MIGRATIONS) -> list[Migration]:
     """Applies the migrations `connection`'s database lacks, in order; returns those applied."""
     connection.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, name text NOT NULL, "

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-import psycopg
 import pytest
-from psycopg import sql
 
 from tools import local
 from lifeguard.config import LifeguardConfig, isolated_run_environ, load_config
@@ -58,5 +56,6 @@ def review_consumer(review_environ):
 
 
 def drop_review_database(cfg: LifeguardConfig) -> None:
-    with psycopg.connect(**cfg.review.connection_options("postgres"), autocommit=True) as connection:
-        connection.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(cfg.review.database)))
+    from review.schema import drop_database
+
+    drop_database(cfg.review)

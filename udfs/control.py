@@ -119,8 +119,8 @@ def unsafe_change(current: Policy, new: Policy, guard: ControlConfig, recent: Re
     bank made weaker (a block bank turned into a review bank, any bank into an allow bank, which silences
     every bank's block); a hash distance wide enough to match unrelated images; or a large change in the
     share of recent messages acted on; rooms judged as for an older audience, a band's parents no longer
-    alerted, or a contact-setting, link or voice protection loosened (``_protection_problems``). Such a change is for the reviewed policy file and a redeploy, not
-    for whoever can write the topic. Rules are not compared: one added through the topic must stay
+    alerted, or a contact-setting, link or voice protection loosened (``_protection_problems``). Such a
+    change is for the reviewed policy file and a redeploy, not for whoever can write the topic. Rules are not compared: one added through the topic must stay
     removable, and what tells it from a rule of the reviewed file is not known here."""
     problems = [f"thresholds.{category} dropped" for category in current.thresholds if category not in new.thresholds]
     for category, bands in new.thresholds.items():

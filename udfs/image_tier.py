@@ -315,8 +315,9 @@ class ImageTier:
                 flood = self.flood.quarantine_note(match, sender, images.flood, self.clock())
                 if flood:
                     action, note = Action.REVIEW, f"match, {flood}"
-            provenance = f", {self.banks.note(match)}" if self.banks.note(match) else ""
-            signals.append(Signal("image_bank", action, f"{what} ({kind.value} bank {note}{provenance})", "image:bank"))
+            provenance = self.banks.note(match)
+            signals.append(Signal("image_bank", action, f"{what} ({kind.value} bank {note}"
+                                                        f"{', ' + provenance if provenance else ''})", "image:bank"))
         if allowed_by:
             suppressed = f"; block suppressed by allow bank {', '.join(sorted(set(allowed_by)))}"
             signals = [replace(s, action=Action.ALLOW, reason=s.reason + suppressed) if s.action is Action.BLOCK else s

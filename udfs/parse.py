@@ -60,9 +60,7 @@ def parse_record(schemas: Mapping[str, type[BaseModel]], schema_name: str, value
         raise Rejected("unknown_version", f"unknown schema_version {obj.get('schema_version')!r}; "
                                           f"this job reads version {SCHEMA_VERSION}", event_id)
     try:
-        # From the JSON text, not the parsed object: strict validation then takes an enum's value (an output's
-        # "action": "block"), as it takes no other coercion. The checks above stay on the parsed object.
-        return schemas[schema_name].model_validate_json(text)
+        return schemas[schema_name].model_validate(obj)
     except ValidationError as exc:
         raise Rejected("invalid", explain(exc), event_id) from None
     except Exception as exc:  # whatever else a hostile record finds: a dead letter, never a failed task

@@ -15,13 +15,11 @@ import time
 import uuid
 
 import numpy as np
-import psycopg
-from psycopg import sql
 from tabulate import tabulate
 
 from lifeguard.config import LifeguardConfig, ReviewConfig
 from lifeguard.schemas import EXAMPLES, ReviewItem
-from review.schema import prepare_database
+from review.schema import drop_database, prepare_database
 from review.store import Consumed, ReviewStore
 
 
@@ -43,11 +41,6 @@ def _filled_database(cfg: ReviewConfig, items: int, seed: int) -> ReviewConfig:
         store.enqueue(waiting[start:start + 2000])
     store.close()
     return review
-
-
-def _drop(review: ReviewConfig) -> None:
-    with psycopg.connect(**review.connection_options("postgres"), autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(review.database)))
 
 
 def _round(review: ReviewConfig, reviewers: int, store_type: type[ReviewStore]) -> dict:
@@ -90,7 +83,7 @@ def run_review_bench(cfg: LifeguardConfig, items: int, reviewer_counts: list[int
             try:
                 r = _round(review, reviewers, store_type)
             finally:
-                _drop(review)
+                drop_database(review)
             rows.append([name, reviewers, r["claimed"], r["given_twice"], f"{r['claims_per_s']:.0f}",
                          *(f"{v:.2f}" for v in r["claim_ms"]), *(f"{v:.1f}" for v in r["to_claim_s"])])
     table = tabulate(rows, headers=["claim", "reviewers", "claimed", "given twice", "claims/s", "claim ms p50", "p99",
